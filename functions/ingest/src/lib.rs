@@ -1,0 +1,426 @@
+//! The `ingest` function: one Kinesis batch → staging NDJSON (and quarantine) in S3.
+//!
+//! 1. Every record is unpacked (KPL aggregates) and validated against the catalogue.
+//! 2. Valid events claim their id in the dedup store, concurrently under a bound; a later copy of
+//!    an id inside the same batch is a duplicate without asking the store.
+//! 3. Lines are grouped per (arrival minute, shard): one PUT per object, never one per record.
+//! 4. Whatever could not be made safe (a claim or a PUT that failed after the SDK's retries) is
+//!    reported as `batchItemFailures` from the lowest such sequence number of its shard, so Lambda
+//!    redelivers from there. Records of a failed shard at or beyond that number are not written now:
+//!    they come back, and re-claim their own ids.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use bytes::Bytes;
+use futures::{StreamExt, TryFutureExt};
+use pipeline::catalogue::Catalogue;
+use pipeline::config::IngestConfig;
+use pipeline::kpl;
+use pipeline::layout::{self, compare_sequence_numbers, Minute, Prefixes, Source};
+use pipeline::ports::{
+    publish_metrics, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, ObjectStore, StoreError,
+};
+use pipeline::validate::{self, Reason, Rejection, ValidEvent};
+
+/// How many conditional puts are in flight at once.
+pub const CLAIM_CONCURRENCY: usize = 64;
+/// How many S3 PUTs are in flight at once.
+pub const PUT_CONCURRENCY: usize = 16;
+
+pub struct Ingest {
+    pub catalogue: Catalogue,
+    pub prefixes: Prefixes,
+    pub dedup_ttl_seconds: i64,
+    pub dedup: Arc<dyn DedupStore>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub metrics: Arc<dyn MetricsSink>,
+    /// Epoch seconds; replaceable so tests can move time past a claim's TTL.
+    pub clock: fn() -> i64,
+}
+
+pub fn system_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What one invocation did, for metrics, logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// User records settled by this invocation (KPL aggregates count their user records).
+    pub records_received: u64,
+    pub events_written: u64,
+    pub duplicates_dropped: u64,
+    pub records_quarantined: u64,
+    pub staging_bytes_written: u64,
+    pub staging_objects_written: u64,
+    /// User records left for Lambda to redeliver.
+    pub records_retried: u64,
+    pub quarantined_by_reason: BTreeMap<&'static str, u64>,
+}
+
+/// One user record: a plain Kinesis record, or one user record of an aggregate.
+struct Unit<'a> {
+    shard_id: &'a str,
+    sequence_number: &'a str,
+    sub_sequence_number: Option<u32>,
+    event_id: &'a str,
+    received_at: i64,
+    data: &'a [u8],
+    state: State<'a>,
+}
+
+enum State<'a> {
+    Valid(ValidEvent<'a>),
+    /// Valid, and its id is ours.
+    Claimed(ValidEvent<'a>),
+    Duplicate,
+    Quarantined(Rejection),
+    /// The claim could not be made; the record must come back.
+    ClaimFailed,
+}
+
+impl Unit<'_> {
+    fn source(&self) -> Source<'_> {
+        Source {
+            shard_id: self.shard_id,
+            sequence_number: self.sequence_number,
+            sub_sequence_number: self.sub_sequence_number,
+        }
+    }
+
+    fn claimed_by(&self) -> String {
+        match self.sub_sequence_number {
+            None => self.event_id.to_string(),
+            Some(n) => format!("{}#{n}", self.event_id),
+        }
+    }
+}
+
+/// Per shard, the lowest sequence number not yet safely written.
+#[derive(Default)]
+struct Cutoffs<'a>(HashMap<&'a str, &'a str>);
+
+impl<'a> Cutoffs<'a> {
+    fn lower_to(&mut self, shard: &'a str, sequence: &'a str) {
+        self.0
+            .entry(shard)
+            .and_modify(|current| {
+                if compare_sequence_numbers(sequence, current).is_lt() {
+                    *current = sequence;
+                }
+            })
+            .or_insert(sequence);
+    }
+
+    /// True when the unit is at or beyond its shard's cutoff: it will be redelivered.
+    fn retries(&self, unit: &Unit) -> bool {
+        self.0
+            .get(unit.shard_id)
+            .is_some_and(|cut| compare_sequence_numbers(unit.sequence_number, cut).is_ge())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ObjectKind {
+    Staging,
+    Quarantine,
+}
+
+impl Ingest {
+    /// Builds the real adapters once, at cold start.
+    pub async fn from_config(config: &IngestConfig) -> Ingest {
+        let sdk = pipeline::aws::load_sdk_config(&config.common).await;
+        Ingest {
+            catalogue: Catalogue::embedded(),
+            prefixes: config.common.prefixes.clone(),
+            dedup_ttl_seconds: config.dedup_ttl_seconds,
+            dedup: Arc::new(pipeline::aws::DynamoDedupStore::new(
+                &sdk,
+                &config.dedup_table,
+            )),
+            objects: Arc::new(pipeline::aws::S3ObjectStore::new(&sdk, &config.common)),
+            metrics: Arc::from(pipeline::aws::metrics_sink(&sdk, &config.common)),
+            clock: system_clock,
+        }
+    }
+
+    pub async fn handle(&self, event: &KinesisEvent) -> KinesisEventResponse {
+        let (response, summary) = self.process(event).await;
+        tracing::info!(
+            records = event.records.len(),
+            received = summary.records_received,
+            written = summary.events_written,
+            duplicates = summary.duplicates_dropped,
+            quarantined = summary.records_quarantined,
+            retried = summary.records_retried,
+            staging_objects = summary.staging_objects_written,
+            staging_bytes = summary.staging_bytes_written,
+            batch_item_failures = response.batch_item_failures.len(),
+            "batch done"
+        );
+        let metrics = [
+            Metric::count("RecordsReceived", summary.records_received),
+            Metric::count("EventsWritten", summary.events_written),
+            Metric::count("DuplicatesDropped", summary.duplicates_dropped),
+            Metric::count("RecordsQuarantined", summary.records_quarantined),
+            Metric::count(
+                "BatchItemFailures",
+                response.batch_item_failures.len() as u64,
+            ),
+            Metric::bytes("StagingBytesWritten", summary.staging_bytes_written),
+        ];
+        publish_metrics(self.metrics.as_ref(), &metrics).await;
+        response
+    }
+
+    /// The whole batch, without logging or metrics.
+    pub async fn process(&self, event: &KinesisEvent) -> (KinesisEventResponse, Summary) {
+        let mut units = self.unpack(&event.records);
+        mark_duplicates_within_batch(&mut units);
+        let mut cutoffs = Cutoffs::default();
+        self.claim_all(&mut units, &mut cutoffs).await;
+        let staging_bytes = self.write_objects(&units, &mut cutoffs).await;
+
+        let mut summary = Summary {
+            staging_bytes_written: staging_bytes.0,
+            staging_objects_written: staging_bytes.1,
+            ..Summary::default()
+        };
+        for unit in &units {
+            if cutoffs.retries(unit) {
+                summary.records_retried += 1;
+                continue;
+            }
+            summary.records_received += 1;
+            match &unit.state {
+                State::Claimed(_) => summary.events_written += 1,
+                State::Duplicate => summary.duplicates_dropped += 1,
+                State::Quarantined(rejection) => {
+                    summary.records_quarantined += 1;
+                    *summary
+                        .quarantined_by_reason
+                        .entry(rejection.reason.code())
+                        .or_default() += 1;
+                }
+                State::Valid(_) | State::ClaimFailed => {
+                    unreachable!("unclaimed records are always beyond their shard's cutoff")
+                }
+            }
+        }
+        let mut failures: Vec<(&str, &str)> = cutoffs.0.into_iter().collect();
+        failures.sort();
+        let mut response = KinesisEventResponse::default();
+        response.set_failures(failures.into_iter().map(|(_, sequence)| sequence));
+        (response, summary)
+    }
+
+    fn unpack<'a>(&'a self, records: &'a [KinesisEventRecord]) -> Vec<Unit<'a>> {
+        let mut units = Vec::with_capacity(records.len());
+        for record in records {
+            let event_id = record.event_id.as_deref().unwrap_or("");
+            let sequence_number = record.kinesis.sequence_number.as_str();
+            let shard_id = match layout::shard_of_event_id(event_id) {
+                "" => "shardId-unknown",
+                shard => shard,
+            };
+            let received_at = record
+                .kinesis
+                .approximate_arrival_timestamp
+                .timestamp_micros();
+            let data: &[u8] = &record.kinesis.data.0;
+            let unit = |sub: Option<u32>, data: &'a [u8], state: State<'a>| Unit {
+                shard_id,
+                sequence_number,
+                sub_sequence_number: sub,
+                event_id,
+                received_at,
+                data,
+                state,
+            };
+            if !kpl::is_aggregated(data) {
+                units.push(unit(None, data, self.check(data, received_at)));
+                continue;
+            }
+            match kpl::deaggregate(data) {
+                Ok(user_records) => {
+                    for (index, user) in user_records.into_iter().enumerate() {
+                        let state = self.check(user.data, received_at);
+                        units.push(unit(Some(index as u32), user.data, state));
+                    }
+                }
+                Err(e) => units.push(unit(
+                    None,
+                    data,
+                    State::Quarantined(Rejection::new(Reason::InvalidAggregate, e.0)),
+                )),
+            }
+        }
+        units
+    }
+
+    fn check<'a>(&'a self, data: &'a [u8], received_at: i64) -> State<'a> {
+        match validate::validate(data, received_at, &self.catalogue) {
+            Ok(event) => State::Valid(event),
+            Err(rejection) => State::Quarantined(rejection),
+        }
+    }
+
+    async fn claim_all<'a>(&self, units: &mut [Unit<'a>], cutoffs: &mut Cutoffs<'a>) {
+        let now = (self.clock)();
+        let expires_at = now + self.dedup_ttl_seconds;
+        let pending: Vec<(usize, String, String)> = units
+            .iter()
+            .enumerate()
+            .filter_map(|(i, unit)| match &unit.state {
+                State::Valid(event) => Some((i, event.event_uuid.clone(), unit.claimed_by())),
+                _ => None,
+            })
+            .collect();
+        let dedup = self.dedup.as_ref();
+        let results: Vec<(usize, Result<ClaimOutcome, StoreError>)> =
+            futures::stream::iter(pending.iter().map(|(i, uuid, claimed_by)| {
+                dedup
+                    .claim(Claim {
+                        event_uuid: uuid,
+                        claimed_by,
+                        now,
+                        expires_at,
+                    })
+                    .map_ok_or_else(|e| (*i, Err(e)), |outcome| (*i, Ok(outcome)))
+            }))
+            .buffer_unordered(CLAIM_CONCURRENCY)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (i, result) in results {
+            let unit = &mut units[i];
+            let state = std::mem::replace(&mut unit.state, State::ClaimFailed);
+            let State::Valid(event) = state else {
+                unreachable!("only valid records are claimed")
+            };
+            unit.state = match result {
+                Ok(ClaimOutcome::Claimed) => State::Claimed(event),
+                Ok(ClaimOutcome::OwnedByAnother) => State::Duplicate,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    cutoffs.lower_to(unit.shard_id, unit.sequence_number);
+                    State::ClaimFailed
+                }
+            };
+        }
+        if let Some(error) = first_error {
+            tracing::warn!(%error, "dedup claims failed; those records will be redelivered");
+        }
+    }
+
+    /// Writes every staging and quarantine object; returns (staging bytes, staging objects) written.
+    async fn write_objects<'a>(&self, units: &[Unit<'a>], cutoffs: &mut Cutoffs<'a>) -> (u64, u64) {
+        let mut groups: BTreeMap<(ObjectKind, &str, Minute), Vec<&Unit>> = BTreeMap::new();
+        for unit in units {
+            let kind = match unit.state {
+                State::Claimed(_) => ObjectKind::Staging,
+                State::Quarantined(_) => ObjectKind::Quarantine,
+                _ => continue,
+            };
+            if cutoffs.retries(unit) {
+                continue;
+            }
+            groups
+                .entry((kind, unit.shard_id, Minute::of_micros(unit.received_at)))
+                .or_default()
+                .push(unit);
+        }
+        let objects = self.objects.as_ref();
+        let prefixes = &self.prefixes;
+        let puts = groups
+            .into_iter()
+            .map(|((kind, shard, minute), mut members)| {
+                members.sort_by(|a, b| {
+                    compare_sequence_numbers(a.sequence_number, b.sequence_number)
+                        .then(a.sub_sequence_number.cmp(&b.sub_sequence_number))
+                });
+                let first = members[0].sequence_number;
+                let (key, body) = match kind {
+                    ObjectKind::Staging => (
+                        prefixes.staging_key(minute, shard, first),
+                        staging_body(&members),
+                    ),
+                    ObjectKind::Quarantine => (
+                        prefixes.quarantine_key(minute, shard, first),
+                        quarantine_body(&members),
+                    ),
+                };
+                let size = body.len() as u64;
+                async move {
+                    let result = objects.put(&key, Bytes::from(body)).await;
+                    (kind, shard, first, size, result)
+                }
+            });
+        let results: Vec<_> = futures::stream::iter(puts)
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect()
+            .await;
+        let (mut bytes, mut count) = (0, 0);
+        for (kind, shard, first, size, result) in results {
+            match result {
+                Ok(()) if kind == ObjectKind::Staging => {
+                    bytes += size;
+                    count += 1;
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(%error, shard, first_sequence = first, "object write failed; redelivery from its first record");
+                    cutoffs.lower_to(shard, first);
+                }
+            }
+        }
+        (bytes, count)
+    }
+}
+
+/// Later copies of an id inside one batch are duplicates of the first; only the first claims.
+fn mark_duplicates_within_batch(units: &mut [Unit]) {
+    let mut seen: HashSet<String> = HashSet::with_capacity(units.len());
+    for unit in units {
+        if let State::Valid(event) = &unit.state {
+            if !seen.insert(event.event_uuid.clone()) {
+                unit.state = State::Duplicate;
+            }
+        }
+    }
+}
+
+fn staging_body(members: &[&Unit]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(members.iter().map(|u| u.data.len() + 256).sum());
+    for unit in members {
+        if let State::Claimed(event) = &unit.state {
+            layout::push_staging_line(&mut body, event, unit.received_at, &unit.source());
+        }
+    }
+    body
+}
+
+fn quarantine_body(members: &[&Unit]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(members.iter().map(|u| u.data.len() * 4 / 3 + 256).sum());
+    for unit in members {
+        if let State::Quarantined(rejection) = &unit.state {
+            layout::push_quarantine_line(
+                &mut body,
+                rejection.reason,
+                &rejection.detail,
+                &unit.source(),
+                unit.received_at,
+                unit.data,
+            );
+        }
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests;

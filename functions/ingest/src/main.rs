@@ -1,0 +1,22 @@
+//! Cold start: read the configuration, build the clients once, then serve the Lambda Runtime API.
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pipeline::config::IngestConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pipeline::logging::init();
+    let config = IngestConfig::from_env().unwrap_or_else(|error| {
+        eprintln!("ingest: configuration error: {error}");
+        std::process::exit(2)
+    });
+    let ingest = ingest::Ingest::from_config(&config).await;
+    let ingest = &ingest;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<KinesisEvent>| async move {
+            Ok::<_, Error>(ingest.handle(&event.payload).await)
+        },
+    ))
+    .await
+}

@@ -1,0 +1,393 @@
+//! The handler against the in-memory twins. The same promises against a real emulator and through
+//! the built binary are in the workspace's `tests/` crate.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pipeline::lambda_payload::{kinesis_event, StreamRecord, DEFAULT_STREAM_ARN};
+use pipeline::memory::{MemoryDedupStore, MemoryMetrics, MemoryObjectStore};
+use pipeline::ports::{ByteStream, Claim, MultipartUpload, ObjectInfo};
+
+use super::*;
+
+const ARRIVAL_MS: i64 = 1_712_844_606_012; // 2024-04-11T14:10:06.012Z
+
+fn uuid(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+fn event_json(n: u32) -> Vec<u8> {
+    format!(
+        r#"{{"event_uuid":"{}","created_at":1712844605.9512355,"event_name":"game:resumed","event_specifics":{{"language_id":"lang_ru","score":{n}}}}}"#,
+        uuid(n)
+    )
+    .into_bytes()
+}
+
+fn record(shard: u32, sequence: u64, arrival_ms: i64, data: Vec<u8>) -> StreamRecord {
+    StreamRecord {
+        shard_id: format!("shardId-{shard:012}"),
+        sequence_number: format!("{sequence}"),
+        partition_key: "pk".into(),
+        approximate_arrival_ms: arrival_ms,
+        data,
+    }
+}
+
+fn batch(records: &[StreamRecord]) -> KinesisEvent {
+    serde_json::from_value(kinesis_event(records, DEFAULT_STREAM_ARN)).unwrap()
+}
+
+struct Harness {
+    ingest: Ingest,
+    objects: MemoryObjectStore,
+    dedup: Arc<MemoryDedupStore>,
+    metrics: Arc<MemoryMetrics>,
+}
+
+fn harness() -> Harness {
+    harness_with(|objects| Arc::new(objects), |dedup| dedup)
+}
+
+fn harness_with(
+    wrap_objects: impl FnOnce(MemoryObjectStore) -> Arc<dyn ObjectStore>,
+    wrap_dedup: impl FnOnce(Arc<MemoryDedupStore>) -> Arc<dyn DedupStore>,
+) -> Harness {
+    let objects = MemoryObjectStore::default();
+    let dedup = Arc::new(MemoryDedupStore::default());
+    let metrics = Arc::new(MemoryMetrics::default());
+    let ingest = Ingest {
+        catalogue: Catalogue::embedded(),
+        prefixes: Prefixes::default(),
+        dedup_ttl_seconds: 3600,
+        dedup: wrap_dedup(dedup.clone()),
+        objects: wrap_objects(objects.clone()),
+        metrics: metrics.clone(),
+        clock: || 1_712_844_606,
+    };
+    Harness {
+        ingest,
+        objects,
+        dedup,
+        metrics,
+    }
+}
+
+fn lines(objects: &MemoryObjectStore, key: &str) -> Vec<serde_json::Value> {
+    let body = objects
+        .object(key)
+        .unwrap_or_else(|| panic!("no object {key}; have {:?}", objects.keys()));
+    body.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+fn failed_sequences(response: &KinesisEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_object_per_minute_and_shard_with_lines_in_sequence_order() {
+    let h = harness();
+    let next_minute = ARRIVAL_MS + 60_000;
+    let records = vec![
+        record(0, 12, ARRIVAL_MS, event_json(2)),
+        record(0, 11, ARRIVAL_MS, event_json(1)),
+        record(1, 500, ARRIVAL_MS, event_json(3)),
+        record(0, 13, next_minute, event_json(4)),
+    ];
+    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(summary.events_written, 4);
+    assert_eq!(h.objects.put_count(), 3);
+    let first = lines(
+        &h.objects,
+        "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-11.ndjson",
+    );
+    let sequences: Vec<_> = first
+        .iter()
+        .map(|l| l["source"]["sequence_number"].clone())
+        .collect();
+    assert_eq!(sequences, ["11", "12"]);
+    assert_eq!(first[0]["event_uuid"], uuid(1));
+    assert_eq!(first[0]["received_at"], "2024-04-11T14:10:06.012000Z");
+    assert_eq!(first[0]["event_type"], "game");
+    lines(
+        &h.objects,
+        "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000001-500.ndjson",
+    );
+    lines(
+        &h.objects,
+        "staging/year=2024/month=04/day=11/hour=14/minute=11/shardId-000000000000-13.ndjson",
+    );
+}
+
+#[tokio::test]
+async fn duplicates_within_and_across_batches_are_dropped_and_counted() {
+    let h = harness();
+    let first = batch(&[
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(1)),
+    ]);
+    let (_, summary) = h.ingest.process(&first).await;
+    assert_eq!((summary.events_written, summary.duplicates_dropped), (1, 1));
+    let second = batch(&[record(0, 3, ARRIVAL_MS, event_json(1))]);
+    h.ingest.handle(&second).await;
+    assert_eq!(h.metrics.total("EventsWritten"), 0.0);
+    assert_eq!(h.metrics.total("DuplicatesDropped"), 1.0);
+    assert_eq!(h.dedup.owner(&uuid(1)).unwrap(), "shardId-000000000000:1");
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_reclaims_its_own_ids() {
+    let h = harness();
+    let records = [
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(2)),
+    ];
+    let (_, first) = h.ingest.process(&batch(&records)).await;
+    let (_, again) = h.ingest.process(&batch(&records)).await;
+    assert_eq!(first.events_written, 2);
+    assert_eq!(
+        again.events_written, 2,
+        "a redelivery is not a duplicate of itself"
+    );
+    assert_eq!(again.duplicates_dropped, 0);
+}
+
+#[tokio::test]
+async fn bad_records_are_quarantined_with_their_raw_bytes_and_never_fail_neighbours() {
+    let h = harness();
+    let records = [
+        record(0, 1, ARRIVAL_MS, b"\xff\xfe".to_vec()),
+        record(0, 2, ARRIVAL_MS, event_json(2)),
+        record(0, 3, ARRIVAL_MS, b"[1]".to_vec()),
+    ];
+    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (summary.events_written, summary.records_quarantined),
+        (1, 2)
+    );
+    let quarantined = lines(
+        &h.objects,
+        "quarantine/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-1.ndjson",
+    );
+    assert_eq!(quarantined[0]["reason"], "not_utf8");
+    assert_eq!(quarantined[0]["data_base64"], "//4=");
+    assert_eq!(quarantined[1]["reason"], "not_an_object");
+    assert_eq!(quarantined[1]["sequence_number"], "3");
+}
+
+#[tokio::test]
+async fn kpl_user_records_keep_their_index_and_claim_with_a_suffix() {
+    let h = harness();
+    let (a, b, bad) = (event_json(1), event_json(2), b"{oops".to_vec());
+    let blob = kpl::aggregate([("k", &a[..]), ("k", &b[..]), ("k", &bad[..])]);
+    let (_, summary) = h
+        .ingest
+        .process(&batch(&[record(0, 7, ARRIVAL_MS, blob)]))
+        .await;
+    assert_eq!(
+        (
+            summary.records_received,
+            summary.events_written,
+            summary.records_quarantined
+        ),
+        (3, 2, 1)
+    );
+    let staged = lines(
+        &h.objects,
+        "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-7.ndjson",
+    );
+    assert_eq!(staged[1]["source"]["sub_sequence_number"], 1);
+    assert_eq!(staged[1]["source"]["sequence_number"], "7");
+    assert_eq!(h.dedup.owner(&uuid(2)).unwrap(), "shardId-000000000000:7#1");
+    let quarantined = lines(
+        &h.objects,
+        "quarantine/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-7.ndjson",
+    );
+    assert_eq!(quarantined[0]["reason"], "invalid_json");
+    assert_eq!(quarantined[0]["sub_sequence_number"], 2);
+}
+
+#[tokio::test]
+async fn a_corrupt_aggregate_is_quarantined_whole() {
+    let h = harness();
+    let mut blob = kpl::aggregate([("k", &b"x"[..])]);
+    blob.pop();
+    let (_, summary) = h
+        .ingest
+        .process(&batch(&[record(0, 7, ARRIVAL_MS, blob.clone())]))
+        .await;
+    assert_eq!(
+        summary.quarantined_by_reason.get("invalid_aggregate"),
+        Some(&1)
+    );
+    let q = lines(
+        &h.objects,
+        "quarantine/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-7.ndjson",
+    );
+    use base64::Engine as _;
+    assert_eq!(
+        q[0]["data_base64"],
+        base64::engine::general_purpose::STANDARD.encode(&blob)
+    );
+}
+
+/// Fails PUTs whose key contains `needle`.
+struct FailingPuts {
+    inner: MemoryObjectStore,
+    needle: &'static str,
+}
+
+#[async_trait]
+impl ObjectStore for FailingPuts {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        if key.contains(self.needle) {
+            return Err(StoreError::new(
+                format!("PutObject {key}"),
+                "SlowDown, after retries",
+            ));
+        }
+        self.inner.put(key, body).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete(keys).await
+    }
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        self.inner.start_upload(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_put_reports_the_lowest_unwritten_sequence_of_its_shard() {
+    let h = harness_with(
+        |inner| {
+            Arc::new(FailingPuts {
+                inner,
+                needle: "minute=11/shardId-000000000000",
+            })
+        },
+        |d| d,
+    );
+    let records = [
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(2)),
+        record(0, 3, ARRIVAL_MS + 60_000, event_json(3)),
+        record(0, 4, ARRIVAL_MS + 60_000, event_json(4)),
+        record(1, 9, ARRIVAL_MS + 60_000, event_json(5)),
+    ];
+    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    assert_eq!(failed_sequences(&response), ["3"]);
+    assert_eq!(
+        summary.events_written, 3,
+        "seq 1, 2 and shard 1's 9 are safe"
+    );
+    assert_eq!(summary.records_retried, 2);
+
+    // Lambda redelivers from 3 once S3 recovers: the records re-claim their own ids.
+    let h2 = Harness {
+        ingest: Ingest {
+            objects: Arc::new(h.objects.clone()),
+            ..h.ingest
+        },
+        ..h
+    };
+    let (response, summary) = h2.ingest.process(&batch(&records[2..4])).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((summary.events_written, summary.duplicates_dropped), (2, 0));
+}
+
+/// Fails claims for one id, as DynamoDB would after the SDK's retries ran out.
+struct FailingClaims {
+    inner: Arc<MemoryDedupStore>,
+    failing_uuid: String,
+}
+
+#[async_trait]
+impl DedupStore for FailingClaims {
+    async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        if claim.event_uuid == self.failing_uuid {
+            return Err(StoreError::new("PutItem", "ProvisionedThroughputExceeded"));
+        }
+        self.inner.claim(claim).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_claim_holds_back_its_record_and_everything_after_it_in_the_shard() {
+    let h = harness_with(
+        |o| Arc::new(o),
+        |inner| {
+            Arc::new(FailingClaims {
+                inner,
+                failing_uuid: uuid(2),
+            })
+        },
+    );
+    let records = [
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(2)),
+        record(0, 3, ARRIVAL_MS, event_json(3)),
+        record(1, 1, ARRIVAL_MS, event_json(4)),
+    ];
+    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    assert_eq!(failed_sequences(&response), ["2"]);
+    assert_eq!(summary.events_written, 2);
+    let staged = lines(
+        &h.objects,
+        "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-1.ndjson",
+    );
+    assert_eq!(
+        staged.len(),
+        1,
+        "records from the cutoff on are not written yet"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_claim_no_longer_blocks_the_id() {
+    let mut h = harness();
+    h.ingest
+        .process(&batch(&[record(0, 1, ARRIVAL_MS, event_json(1))]))
+        .await;
+    h.ingest.clock = || 1_712_844_606 + 3_601;
+    let (_, summary) = h
+        .ingest
+        .process(&batch(&[record(0, 2, ARRIVAL_MS, event_json(1))]))
+        .await;
+    assert_eq!(summary.events_written, 1);
+}
+
+#[tokio::test]
+async fn metrics_add_up_to_the_records_received() {
+    let h = harness();
+    let records = [
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(1)),
+        record(0, 3, ARRIVAL_MS, b"{}".to_vec()),
+    ];
+    h.ingest.handle(&batch(&records)).await;
+    let m = |name| h.metrics.total(name);
+    assert_eq!(m("RecordsReceived"), 3.0);
+    assert_eq!(
+        m("EventsWritten") + m("DuplicatesDropped") + m("RecordsQuarantined"),
+        3.0
+    );
+    assert_eq!(m("RecordsQuarantined"), 1.0);
+    assert_eq!(m("BatchItemFailures"), 0.0);
+    assert!(m("StagingBytesWritten") > 100.0);
+}

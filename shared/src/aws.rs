@@ -1,0 +1,495 @@
+//! The real adapters behind the ports: S3, DynamoDB, CloudWatch, and EMF log lines.
+
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use bytes::Bytes;
+
+use crate::config::{CommonConfig, MetricsSinkKind};
+use crate::ports::{
+    ByteStream, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, MultipartUpload, ObjectInfo,
+    ObjectStore, StoreError,
+};
+
+/// The shared SDK configuration, loaded once at cold start. `AWS_ENDPOINT_URL` (read by the SDK
+/// itself) points every client at an emulator.
+pub async fn load_sdk_config(config: &CommonConfig) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        // Transient errors (throttling, 5xx, time-outs) are retried with backoff before a record
+        // is reported as failed.
+        .retry_config(RetryConfig::standard().with_max_attempts(5))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(url) = &config.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+fn context(error: impl std::error::Error) -> String {
+    DisplayErrorContext(error).to_string()
+}
+
+pub struct S3ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3ObjectStore {
+    pub fn new(sdk: &SdkConfig, config: &CommonConfig) -> Self {
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+            // Emulators serve buckets by path, not by virtual host.
+            .force_path_style(config.endpoint_url.is_some())
+            .build();
+        S3ObjectStore {
+            client: aws_sdk_s3::Client::from_conf(s3_config),
+            bucket: config.bucket.clone(),
+        }
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+}
+
+fn content_type(key: &str) -> &'static str {
+    if key.ends_with(".ndjson") {
+        "application/x-ndjson"
+    } else if key.ends_with(".parquet") {
+        "application/vnd.apache.parquet"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3ObjectStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type(key))
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::new(format!("PutObject s3://{}/{key}", self.bucket), context(e))
+            })?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                StoreError::new(
+                    format!("ListObjectsV2 s3://{}/{prefix}", self.bucket),
+                    context(e),
+                )
+            })?;
+            objects.extend(page.contents().iter().filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                })
+            }));
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        let operation = format!("GetObject s3://{}/{key}", self.bucket);
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StoreError::new(operation.clone(), context(e)))?;
+        let stream = futures::stream::unfold(
+            (output.body, operation),
+            |(mut body, operation)| async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), (body, operation))),
+                    Ok(None) => None,
+                    Err(e) => Some((
+                        Err(StoreError::new(operation.clone(), context(e))),
+                        (body, operation),
+                    )),
+                }
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        // DeleteObjects takes at most 1,000 keys.
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::new("DeleteObjects", e.to_string()))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StoreError::new("DeleteObjects", e.to_string()))?;
+            let operation = format!("DeleteObjects s3://{}/ ({} keys)", self.bucket, chunk.len());
+            let output = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| StoreError::new(operation.clone(), context(e)))?;
+            if let Some(error) = output.errors().first() {
+                return Err(StoreError::new(
+                    operation,
+                    format!(
+                        "{} errors, first: {} {}",
+                        output.errors().len(),
+                        error.key().unwrap_or_default(),
+                        error.message().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        let output = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type(key))
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    format!("CreateMultipartUpload s3://{}/{key}", self.bucket),
+                    context(e),
+                )
+            })?;
+        let upload_id = output
+            .upload_id()
+            .ok_or_else(|| StoreError::new("CreateMultipartUpload", "no upload id returned"))?
+            .to_string();
+        Ok(Box::new(S3Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            upload_id,
+            parts: Vec::new(),
+        }))
+    }
+}
+
+struct S3Upload {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+#[async_trait]
+impl MultipartUpload for S3Upload {
+    async fn upload_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        let part_number = self.parts.len() as i32 + 1;
+        let output = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(part_number)
+            .body(part.into())
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    format!("UploadPart {part_number} s3://{}/{}", self.bucket, self.key),
+                    context(e),
+                )
+            })?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(part_number)
+                .set_e_tag(output.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete(self: Box<Self>) -> Result<(), StoreError> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(self.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    format!("CompleteMultipartUpload s3://{}/{}", self.bucket, self.key),
+                    context(e),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    format!("AbortMultipartUpload s3://{}/{}", self.bucket, self.key),
+                    context(e),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+/// The dedup table: partition key `event_uuid` (S), `claimed_by` (S), TTL attribute `expires_at` (N).
+pub struct DynamoDedupStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// The contract's claim condition, verbatim.
+pub const CLAIM_CONDITION: &str =
+    "attribute_not_exists(event_uuid) OR claimed_by = :this_event_id OR expires_at < :now";
+
+impl DynamoDedupStore {
+    pub fn new(sdk: &SdkConfig, table: &str) -> Self {
+        DynamoDedupStore {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            table: table.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl DedupStore for DynamoDedupStore {
+    async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(
+                "event_uuid",
+                AttributeValue::S(claim.event_uuid.to_string()),
+            )
+            .item(
+                "claimed_by",
+                AttributeValue::S(claim.claimed_by.to_string()),
+            )
+            .item(
+                "expires_at",
+                AttributeValue::N(claim.expires_at.to_string()),
+            )
+            .condition_expression(CLAIM_CONDITION)
+            .expression_attribute_values(
+                ":this_event_id",
+                AttributeValue::S(claim.claimed_by.to_string()),
+            )
+            .expression_attribute_values(":now", AttributeValue::N(claim.now.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ClaimOutcome::Claimed),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(ClaimOutcome::OwnedByAnother)
+            }
+            Err(e) => Err(StoreError::new(
+                format!("PutItem {} {}", self.table, claim.event_uuid),
+                context(e),
+            )),
+        }
+    }
+}
+
+/// `PutMetricData`, one call per invocation, dimension `FunctionName`.
+pub struct CloudWatchMetrics {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
+    function_name: String,
+}
+
+#[async_trait]
+impl MetricsSink for CloudWatchMetrics {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        let dimension = Dimension::builder()
+            .name("FunctionName")
+            .value(&self.function_name)
+            .build();
+        let now = aws_sdk_cloudwatch::primitives::DateTime::from(SystemTime::now());
+        let data: Vec<MetricDatum> = metrics
+            .iter()
+            .map(|m| {
+                MetricDatum::builder()
+                    .metric_name(m.name)
+                    .value(m.value)
+                    .unit(StandardUnit::from(m.unit.name()))
+                    .timestamp(now)
+                    .dimensions(dimension.clone())
+                    .build()
+            })
+            .collect();
+        // PutMetricData takes at most 1,000 data points per call.
+        for chunk in data.chunks(1000) {
+            self.client
+                .put_metric_data()
+                .namespace(&self.namespace)
+                .set_metric_data(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    StoreError::new(format!("PutMetricData {}", self.namespace), context(e))
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Embedded Metric Format: one JSON line on stdout that CloudWatch Logs turns into metrics.
+pub struct EmfMetrics {
+    namespace: String,
+    function_name: String,
+}
+
+impl EmfMetrics {
+    pub fn line(&self, metrics: &[Metric], timestamp_ms: u128) -> String {
+        let definitions: Vec<serde_json::Value> = metrics
+            .iter()
+            .map(|m| serde_json::json!({"Name": m.name, "Unit": m.unit.name()}))
+            .collect();
+        let mut root = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms as u64,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [["FunctionName"]],
+                    "Metrics": definitions,
+                }]
+            },
+            "FunctionName": self.function_name,
+        });
+        for m in metrics {
+            root[m.name] = serde_json::json!(m.value);
+        }
+        root.to_string()
+    }
+}
+
+#[async_trait]
+impl MetricsSink for EmfMetrics {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let mut line = self.line(metrics, now);
+        line.push('\n');
+        std::io::stdout()
+            .lock()
+            .write_all(line.as_bytes())
+            .map_err(|e| StoreError::new("EMF write to stdout", e.to_string()))
+    }
+}
+
+pub struct NoMetrics;
+
+#[async_trait]
+impl MetricsSink for NoMetrics {
+    async fn publish(&self, _: &[Metric]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The sink `METRICS_SINK` asks for.
+pub fn metrics_sink(sdk: &SdkConfig, config: &CommonConfig) -> Box<dyn MetricsSink> {
+    match config.metrics_sink {
+        MetricsSinkKind::Emf => Box::new(EmfMetrics {
+            namespace: config.metrics_namespace.clone(),
+            function_name: config.function_name.clone(),
+        }),
+        MetricsSinkKind::CloudWatch => Box::new(CloudWatchMetrics {
+            client: aws_sdk_cloudwatch::Client::new(sdk),
+            namespace: config.metrics_namespace.clone(),
+            function_name: config.function_name.clone(),
+        }),
+        MetricsSinkKind::Off => Box::new(NoMetrics),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_line_declares_every_metric_under_the_function_dimension() {
+        let emf = EmfMetrics {
+            namespace: "EventPipeline".into(),
+            function_name: "ingest".into(),
+        };
+        let line = emf.line(
+            &[
+                Metric::count("RecordsReceived", 3),
+                Metric::bytes("StagingBytesWritten", 10),
+            ],
+            1_700_000_000_000,
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "EventPipeline");
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["FunctionName"]])
+        );
+        assert_eq!(directive["Metrics"][1]["Unit"], "Bytes");
+        assert_eq!(v["FunctionName"], "ingest");
+        assert_eq!(v["RecordsReceived"], 3.0);
+        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000u64);
+    }
+}

@@ -1,0 +1,275 @@
+//! The event catalogue (`events/catalogue.json`): which events exist, which fields they declare and
+//! of what type. The same file drives the producer, the validator and the Parquet schema.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+
+/// The catalogue the binaries are built with.
+pub const EMBEDDED_CATALOGUE: &str = include_str!("../../events/catalogue.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("catalogue is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "catalogue event `{event}` lists field `{field}`, which is not declared under `fields`"
+    )]
+    UndeclaredField { event: String, field: String },
+    #[error("catalogue event name `{0}` is not `type:subtype` with both parts non-empty")]
+    BadEventName(String),
+    #[error("catalogue field `{0}` collides with a fixed column of the lake")]
+    ReservedField(String),
+}
+
+/// The JSON type a declared field must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Integer => "integer",
+            FieldType::Number => "number",
+            FieldType::Boolean => "boolean",
+        }
+    }
+}
+
+/// How the producer makes a realistic value for a field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FakeSpec {
+    /// A named generator: `uuid`, `city_country`, `bool`, `app_version`.
+    Named(String),
+    OneOf {
+        one_of: Vec<String>,
+    },
+    Range {
+        range: [f64; 2],
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FieldSpec {
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    pub fake: Option<FakeSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEventSpec {
+    #[serde(default = "default_weight")]
+    weight: u32,
+    fields: Vec<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCatalogue {
+    fields: BTreeMap<String, FieldSpec>,
+    events: BTreeMap<String, RawEventSpec>,
+}
+
+/// One catalogue event, with its declared fields resolved to column indexes.
+#[derive(Debug, Clone)]
+pub struct EventSpec {
+    pub name: String,
+    pub weight: u32,
+    /// Indexes into [`Catalogue::fields`], in the catalogue's order.
+    pub fields: Vec<usize>,
+}
+
+/// A declared field: one Parquet column.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub spec: FieldSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    /// Every declared field, sorted by name: the order of the Parquet columns.
+    pub fields: Vec<Field>,
+    pub events: Vec<EventSpec>,
+    event_index: HashMap<String, usize>,
+    field_index: HashMap<String, usize>,
+}
+
+/// Columns every lake row has; a catalogue field may not reuse their names.
+pub const FIXED_COLUMNS: [&str; 7] = [
+    "event_uuid",
+    "event_name",
+    "event_type",
+    "event_subtype",
+    "created_at",
+    "received_at",
+    "extra_specifics",
+];
+
+impl Catalogue {
+    pub fn embedded() -> Self {
+        Self::from_json(EMBEDDED_CATALOGUE)
+            .expect("the embedded catalogue is checked by unit tests")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, CatalogueError> {
+        let raw: RawCatalogue = serde_json::from_str(text)?;
+        let fields: Vec<Field> = raw
+            .fields
+            .into_iter()
+            .map(|(name, spec)| Field { name, spec })
+            .collect();
+        if let Some(f) = fields
+            .iter()
+            .find(|f| FIXED_COLUMNS.contains(&f.name.as_str()))
+        {
+            return Err(CatalogueError::ReservedField(f.name.clone()));
+        }
+        let field_index: HashMap<String, usize> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let mut events = Vec::with_capacity(raw.events.len());
+        for (name, spec) in raw.events {
+            if split_event_name(&name).is_none() {
+                return Err(CatalogueError::BadEventName(name));
+            }
+            let mut indexes = Vec::with_capacity(spec.fields.len());
+            for field in &spec.fields {
+                match field_index.get(field) {
+                    Some(&i) => indexes.push(i),
+                    None => {
+                        return Err(CatalogueError::UndeclaredField {
+                            event: name,
+                            field: field.clone(),
+                        })
+                    }
+                }
+            }
+            events.push(EventSpec {
+                name,
+                weight: spec.weight,
+                fields: indexes,
+            });
+        }
+        let event_index = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        Ok(Catalogue {
+            fields,
+            events,
+            event_index,
+            field_index,
+        })
+    }
+
+    pub fn event(&self, name: &str) -> Option<&EventSpec> {
+        self.event_index.get(name).map(|&i| &self.events[i])
+    }
+
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.field_index.get(name).copied()
+    }
+
+    /// The declared type of `field` for `event`, or `None` when the event does not declare it.
+    pub fn declared_type(&self, event: &EventSpec, field: &str) -> Option<(usize, FieldType)> {
+        let index = self.field_index(field)?;
+        event
+            .fields
+            .contains(&index)
+            .then(|| (index, self.fields[index].spec.field_type))
+    }
+}
+
+/// Splits `type:subtype`; both parts must be non-empty and there must be exactly one colon.
+pub fn split_event_name(name: &str) -> Option<(&str, &str)> {
+    let (event_type, event_subtype) = name.split_once(':')?;
+    if event_type.is_empty() || event_subtype.is_empty() || event_subtype.contains(':') {
+        return None;
+    }
+    Some((event_type, event_subtype))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalogue_loads_and_has_the_contract_events() {
+        let catalogue = Catalogue::from_json(EMBEDDED_CATALOGUE).unwrap();
+        let resumed = catalogue.event("game:resumed").unwrap();
+        let declared = |event: &EventSpec, field: &str| catalogue.declared_type(event, field);
+        assert_eq!(declared(resumed, "attempts").unwrap().1, FieldType::Integer);
+        assert_eq!(declared(resumed, "score").unwrap().1, FieldType::Integer);
+        for field in [
+            "device",
+            "user_location",
+            "language_id",
+            "difficulty",
+            "session_id",
+        ] {
+            assert_eq!(
+                declared(resumed, field).unwrap().1,
+                FieldType::String,
+                "{field}"
+            );
+        }
+        let login = catalogue.event("user:login").unwrap();
+        assert!(declared(login, "device").is_some());
+        assert!(declared(login, "user_location").is_some());
+        assert!(declared(login, "language_id").is_none());
+    }
+
+    #[test]
+    fn fields_are_sorted_so_the_column_order_is_stable() {
+        let catalogue = Catalogue::embedded();
+        let names: Vec<_> = catalogue.fields.iter().map(|f| f.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn rejects_an_event_listing_an_undeclared_field() {
+        let err = Catalogue::from_json(
+            r#"{"fields":{"a":{"type":"string"}},"events":{"x:y":{"fields":["a","b"]}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`b`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_a_field_that_shadows_a_fixed_column() {
+        let err = Catalogue::from_json(
+            r#"{"fields":{"created_at":{"type":"string"}},"events":{"x:y":{"fields":[]}}}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(err, CatalogueError::ReservedField(_)));
+    }
+
+    #[test]
+    fn event_names_need_two_non_empty_parts() {
+        assert_eq!(split_event_name("game:resumed"), Some(("game", "resumed")));
+        for bad in ["game", "game:", ":resumed", "a:b:c", ""] {
+            assert_eq!(split_event_name(bad), None, "{bad}");
+        }
+        assert!(matches!(
+            Catalogue::from_json(r#"{"fields":{},"events":{"bad":{"fields":[]}}}"#),
+            Err(CatalogueError::BadEventName(_))
+        ));
+    }
+}

@@ -1,0 +1,382 @@
+//! Where things live in the data-lake bucket and what their lines look like (contract: Staging,
+//! Quarantine, Processed).
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde_json::value::RawValue;
+
+use crate::time::{self, Date, Instant};
+use crate::validate::{Reason, ValidEvent};
+
+/// The partition a missing (or empty) language goes to, as Hive names it.
+pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Escapes a partition value the way Hive's `FileUtils.escapePathName` does, so that no value can
+/// leave its folder (`/`), fake another partition (`=`) or be misread (`%`).
+pub fn hive_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        let escape = matches!(
+            c,
+            '\u{01}'
+                ..='\u{1F}'
+                    | '"'
+                    | '#'
+                    | '%'
+                    | '\''
+                    | '*'
+                    | '/'
+                    | ':'
+                    | '='
+                    | '?'
+                    | '\\'
+                    | '\u{7F}'
+                    | '{'
+                    | '['
+                    | ']'
+                    | '^'
+        );
+        if escape {
+            let _ = write!(out, "%{:02X}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The folder value for a language: escaped, or Hive's default partition when absent or empty.
+pub fn language_partition(language: Option<&str>) -> String {
+    match language {
+        Some(l) if !l.is_empty() => hive_escape(l),
+        _ => HIVE_DEFAULT_PARTITION.to_string(),
+    }
+}
+
+/// Compares Kinesis sequence numbers (decimal strings of up to 128 bits) numerically.
+pub fn compare_sequence_numbers(a: &str, b: &str) -> std::cmp::Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// `shardId-000000000000` from an eventID `shardId-000000000000:4954…`.
+pub fn shard_of_event_id(event_id: &str) -> &str {
+    event_id
+        .rsplit_once(':')
+        .map_or(event_id, |(shard, _)| shard)
+}
+
+/// Key prefixes of the bucket (contract: `STAGING_PREFIX`, `QUARANTINE_PREFIX`, `PROCESSED_PREFIX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefixes {
+    pub staging: String,
+    pub quarantine: String,
+    pub processed: String,
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Prefixes {
+            staging: "staging".into(),
+            quarantine: "quarantine".into(),
+            processed: "processed".into(),
+        }
+    }
+}
+
+/// The UTC minute an object covers (arrival time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Minute(pub i64);
+
+impl Minute {
+    pub fn of_micros(micros: i64) -> Minute {
+        Minute(micros.div_euclid(60 * time::MICROS_PER_SECOND))
+    }
+
+    fn path(self) -> String {
+        let t = Instant::of_micros(self.0 * 60 * time::MICROS_PER_SECOND);
+        format!(
+            "year={:04}/month={:02}/day={:02}/hour={:02}/minute={:02}",
+            t.date.year, t.date.month, t.date.day, t.hour, t.minute
+        )
+    }
+}
+
+impl Prefixes {
+    /// `{STAGING_PREFIX}/year=…/minute=mm/{shardId}-{firstSequenceNumber}.ndjson`
+    pub fn staging_key(&self, minute: Minute, shard_id: &str, first_sequence: &str) -> String {
+        minute_key(&self.staging, minute, shard_id, first_sequence)
+    }
+
+    /// `{QUARANTINE_PREFIX}/year=…/minute=mm/{shardId}-{firstSequenceNumber}.ndjson`
+    pub fn quarantine_key(&self, minute: Minute, shard_id: &str, first_sequence: &str) -> String {
+        minute_key(&self.quarantine, minute, shard_id, first_sequence)
+    }
+
+    /// Everything staged for one arrival day: `{STAGING_PREFIX}/year=YYYY/month=MM/day=DD/`.
+    pub fn staging_day_prefix(&self, day: Date) -> String {
+        format!("{}/{}/", self.staging, day_path(day))
+    }
+
+    /// Where compaction of `arrival_day` puts bad staging lines it meets in `source_key`.
+    pub fn compaction_quarantine_key(&self, arrival_day: Date, source_key: &str) -> String {
+        let name = source_key.rsplit('/').next().unwrap_or(source_key);
+        format!(
+            "{}/{}/compaction/{}",
+            self.quarantine,
+            day_path(arrival_day),
+            name
+        )
+    }
+
+    /// `{PROCESSED_PREFIX}/year=YYYY/month=MM/day=DD/language={value}/`
+    pub fn processed_partition(&self, event_day: Date, language: &str) -> String {
+        format!(
+            "{}/{}/language={}/",
+            self.processed,
+            day_path(event_day),
+            language
+        )
+    }
+
+    /// `…/part-{arrival day YYYYMMDD}-{NNNNN}.parquet`
+    pub fn processed_key(
+        &self,
+        event_day: Date,
+        language: &str,
+        arrival_day: Date,
+        part: u32,
+    ) -> String {
+        format!(
+            "{}{}",
+            self.processed_partition(event_day, language),
+            part_file_name(arrival_day, part)
+        )
+    }
+}
+
+pub fn part_file_name(arrival_day: Date, part: u32) -> String {
+    format!("part-{}-{part:05}.parquet", arrival_day.compact())
+}
+
+/// True when `key`'s file name is one of `arrival_day`'s parts (`part-YYYYMMDD-NNNNN.parquet`).
+pub fn is_part_of_day(key: &str, arrival_day: Date) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let Some(rest) = name.strip_prefix(&format!("part-{}-", arrival_day.compact())) else {
+        return false;
+    };
+    rest.strip_suffix(".parquet")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn day_path(day: Date) -> String {
+    format!(
+        "year={:04}/month={:02}/day={:02}",
+        day.year, day.month, day.day
+    )
+}
+
+fn minute_key(prefix: &str, minute: Minute, shard_id: &str, first_sequence: &str) -> String {
+    format!(
+        "{prefix}/{}/{}-{}.ndjson",
+        minute.path(),
+        hive_escape(shard_id),
+        hive_escape(first_sequence)
+    )
+}
+
+/// Where a line came from in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source<'a> {
+    pub shard_id: &'a str,
+    pub sequence_number: &'a str,
+    /// Index inside a KPL aggregate; `None` for a plain record.
+    pub sub_sequence_number: Option<u32>,
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Strings that need no escaping (ids, timestamps, names) are the norm; skip serde for them.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    }
+}
+
+fn push_source_fields(out: &mut Vec<u8>, source: &Source) {
+    out.extend_from_slice(b"\"shard_id\":");
+    push_json_str(out, source.shard_id);
+    out.extend_from_slice(b",\"sequence_number\":");
+    push_json_str(out, source.sequence_number);
+    if let Some(sub) = source.sub_sequence_number {
+        let _ = std::io::Write::write_fmt(out, format_args!(",\"sub_sequence_number\":{sub}"));
+    }
+}
+
+/// Appends one staging NDJSON line (with its newline).
+pub fn push_staging_line(out: &mut Vec<u8>, event: &ValidEvent, received_at: i64, source: &Source) {
+    out.extend_from_slice(b"{\"event_uuid\":");
+    push_json_str(out, &event.event_uuid);
+    out.extend_from_slice(b",\"event_name\":");
+    push_json_str(out, event.event_name);
+    out.extend_from_slice(b",\"event_type\":");
+    push_json_str(out, event.event_type);
+    out.extend_from_slice(b",\"event_subtype\":");
+    push_json_str(out, event.event_subtype);
+    out.extend_from_slice(b",\"created_at\":\"");
+    time::push_rfc3339_micros(out, event.created_at);
+    out.extend_from_slice(b"\",\"received_at\":\"");
+    time::push_rfc3339_micros(out, received_at);
+    out.extend_from_slice(b"\",\"event_specifics\":");
+    out.extend_from_slice(event.specifics.map_or("{}", RawValue::get).as_bytes());
+    out.extend_from_slice(b",\"source\":{");
+    push_source_fields(out, source);
+    out.extend_from_slice(b"}}\n");
+}
+
+/// Appends one quarantine NDJSON line (with its newline), carrying the raw bytes in base64.
+pub fn push_quarantine_line(
+    out: &mut Vec<u8>,
+    reason: Reason,
+    detail: &str,
+    source: &Source,
+    received_at: i64,
+    data: &[u8],
+) {
+    out.extend_from_slice(b"{\"reason\":");
+    push_json_str(out, reason.code());
+    out.extend_from_slice(b",\"detail\":");
+    push_json_str(out, detail);
+    out.push(b',');
+    push_source_fields(out, source);
+    out.extend_from_slice(b",\"received_at\":\"");
+    time::push_rfc3339_micros(out, received_at);
+    out.extend_from_slice(b"\",\"data_base64\":\"");
+    let start = out.len();
+    let encoded_len = base64::encoded_len(data.len(), true).unwrap_or(0);
+    out.resize(start + encoded_len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .expect("buffer sized by encoded_len");
+    out.truncate(start + written);
+    out.extend_from_slice(b"\"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::Catalogue;
+
+    #[test]
+    fn hive_escaping_keeps_values_in_their_folder() {
+        assert_eq!(hive_escape("lang_en"), "lang_en");
+        assert_eq!(hive_escape("../x"), "..%2Fx");
+        assert_eq!(hive_escape("a/b=c%"), "a%2Fb%3Dc%25");
+        assert_eq!(hive_escape("tab\there"), "tab%09here");
+        assert_eq!(hive_escape("日本"), "日本");
+        assert_eq!(language_partition(None), HIVE_DEFAULT_PARTITION);
+        assert_eq!(language_partition(Some("")), HIVE_DEFAULT_PARTITION);
+    }
+
+    #[test]
+    fn keys_follow_the_contract() {
+        let p = Prefixes::default();
+        let micros = time::parse_rfc3339("2024-04-11T14:10:06.012Z").unwrap();
+        assert_eq!(
+            p.staging_key(Minute::of_micros(micros), "shardId-000000000000", "4954"),
+            "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-4954.ndjson"
+        );
+        assert_eq!(
+            p.quarantine_key(Minute::of_micros(micros), "shardId-000000000001", "77"),
+            "quarantine/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000001-77.ndjson"
+        );
+        let day = Date::parse("2024-04-11").unwrap();
+        assert_eq!(
+            p.staging_day_prefix(day),
+            "staging/year=2024/month=04/day=11/"
+        );
+        assert_eq!(
+            p.processed_key(day.pred(), "lang_ru", day, 3),
+            "processed/year=2024/month=04/day=10/language=lang_ru/part-20240411-00003.parquet"
+        );
+        assert!(is_part_of_day(
+            "x/language=a/part-20240411-00003.parquet",
+            day
+        ));
+        assert!(!is_part_of_day(
+            "x/language=a/part-20240410-00003.parquet",
+            day
+        ));
+        assert!(!is_part_of_day("x/language=a/part-20240411-.parquet", day));
+    }
+
+    #[test]
+    fn sequence_numbers_compare_numerically() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_sequence_numbers("9", "10"), Less);
+        assert_eq!(compare_sequence_numbers("4954000", "4954000"), Equal);
+        assert_eq!(compare_sequence_numbers("49540001", "49540000"), Greater);
+        assert_eq!(
+            shard_of_event_id("shardId-000000000006:4959"),
+            "shardId-000000000006"
+        );
+    }
+
+    #[test]
+    fn staging_line_has_every_contract_field() {
+        let catalogue = Catalogue::embedded();
+        let data = br#"{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605.9512355,"event_name":"game:resumed","event_specifics":{"score":46, "x":"y"}}"#;
+        let received = 1_712_844_606_012_000;
+        let event = crate::validate::validate(data, received, &catalogue).unwrap();
+        let mut out = Vec::new();
+        let source = Source {
+            shard_id: "shardId-000000000000",
+            sequence_number: "4954",
+            sub_sequence_number: Some(2),
+        };
+        push_staging_line(&mut out, &event, received, &source);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "event_uuid": "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573",
+                "event_name": "game:resumed", "event_type": "game", "event_subtype": "resumed",
+                "created_at": "2024-04-11T14:10:05.951235Z",
+                "received_at": "2024-04-11T14:10:06.012000Z",
+                "event_specifics": {"score": 46, "x": "y"},
+                "source": {"shard_id": "shardId-000000000000", "sequence_number": "4954", "sub_sequence_number": 2}
+            })
+        );
+        // Specifics are kept byte for byte, spacing included.
+        assert!(String::from_utf8_lossy(&out).contains(r#"{"score":46, "x":"y"}"#));
+    }
+
+    #[test]
+    fn quarantine_line_carries_the_raw_bytes() {
+        let mut out = Vec::new();
+        let source = Source {
+            shard_id: "s",
+            sequence_number: "1",
+            sub_sequence_number: None,
+        };
+        push_quarantine_line(
+            &mut out,
+            Reason::NotUtf8,
+            "bad \"bytes\"",
+            &source,
+            0,
+            b"\xff\x00a",
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["reason"], "not_utf8");
+        assert_eq!(line["detail"], "bad \"bytes\"");
+        assert_eq!(line["data_base64"], "/wBh");
+        assert_eq!(line["received_at"], "1970-01-01T00:00:00.000000Z");
+        assert!(line.get("sub_sequence_number").is_none());
+    }
+}

@@ -1,0 +1,21 @@
+//! Structured JSON logs through `tracing`, on stderr so that stdout carries only EMF metric lines.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the JSON subscriber once; the level comes from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
+pub fn init() {
+    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|level| EnvFilter::try_new(level.to_lowercase()).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

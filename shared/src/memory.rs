@@ -1,0 +1,215 @@
+//! In-memory twins of the ports, for unit tests and benchmarks: same semantics, no network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::ports::{
+    ByteStream, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, MultipartUpload, ObjectInfo,
+    ObjectStore, StoreError,
+};
+
+/// Claims with the contract's condition:
+/// `attribute_not_exists(event_uuid) OR claimed_by = :this_event_id OR expires_at < :now`.
+#[derive(Default)]
+pub struct MemoryDedupStore {
+    claims: Mutex<HashMap<String, (String, i64)>>,
+}
+
+impl MemoryDedupStore {
+    pub fn owner(&self, event_uuid: &str) -> Option<String> {
+        let claims = self.claims.lock().unwrap();
+        claims.get(event_uuid).map(|(owner, _)| owner.clone())
+    }
+}
+
+#[async_trait]
+impl DedupStore for MemoryDedupStore {
+    async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        let mut claims = self.claims.lock().unwrap();
+        let ours = match claims.get(claim.event_uuid) {
+            None => true,
+            Some((owner, expires_at)) => owner == claim.claimed_by || *expires_at < claim.now,
+        };
+        if !ours {
+            return Ok(ClaimOutcome::OwnedByAnother);
+        }
+        claims.insert(
+            claim.event_uuid.to_string(),
+            (claim.claimed_by.to_string(), claim.expires_at),
+        );
+        Ok(ClaimOutcome::Claimed)
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct MemoryObjectStore {
+    objects: Arc<Mutex<BTreeMap<String, Bytes>>>,
+    puts: Arc<AtomicU64>,
+}
+
+impl MemoryObjectStore {
+    pub fn object(&self, key: &str) -> Option<Bytes> {
+        self.objects.lock().unwrap().get(key).cloned()
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// How many objects were written (PUTs and completed uploads).
+    pub fn put_count(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryObjectStore {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.objects.lock().unwrap().insert(key.to_string(), body);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .range(prefix.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(key, body)| ObjectInfo {
+                key: key.clone(),
+                size: body.len() as u64,
+            })
+            .collect())
+    }
+
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        let body = self
+            .object(key)
+            .ok_or_else(|| StoreError::new(format!("GetObject {key}"), "NoSuchKey"))?;
+        // Hand the body out in small chunks so readers meet lines split across chunks.
+        let chunks: Vec<Result<Bytes, StoreError>> = (0..body.len())
+            .step_by(64 * 1024)
+            .map(|start| Ok(body.slice(start..(start + 64 * 1024).min(body.len()))))
+            .collect();
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        let mut objects = self.objects.lock().unwrap();
+        for key in keys {
+            objects.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        Ok(Box::new(MemoryUpload {
+            store: self.clone(),
+            key: key.to_string(),
+            parts: Vec::new(),
+        }))
+    }
+}
+
+struct MemoryUpload {
+    store: MemoryObjectStore,
+    key: String,
+    parts: Vec<Bytes>,
+}
+
+#[async_trait]
+impl MultipartUpload for MemoryUpload {
+    async fn upload_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        self.parts.push(part);
+        Ok(())
+    }
+
+    async fn complete(self: Box<Self>) -> Result<(), StoreError> {
+        let body: Vec<u8> = self.parts.concat();
+        self.store.put(&self.key, Bytes::from(body)).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Keeps every published metric.
+#[derive(Default)]
+pub struct MemoryMetrics {
+    published: Mutex<Vec<Metric>>,
+}
+
+impl MemoryMetrics {
+    /// The sum of every value published under `name`.
+    pub fn total(&self, name: &str) -> f64 {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .filter(|m| m.name == name)
+            .map(|m| m.value)
+            .sum()
+    }
+}
+
+#[async_trait]
+impl MetricsSink for MemoryMetrics {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
+        self.published.lock().unwrap().extend_from_slice(metrics);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn claims_follow_the_contract_condition() {
+        let store = MemoryDedupStore::default();
+        let claim = |by: &'static str, now: i64| Claim {
+            event_uuid: "u",
+            claimed_by: by,
+            now,
+            expires_at: now + 10,
+        };
+        assert_eq!(
+            store.claim(claim("a", 0)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        assert_eq!(
+            store.claim(claim("a", 1)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        assert_eq!(
+            store.claim(claim("b", 2)).await.unwrap(),
+            ClaimOutcome::OwnedByAnother
+        );
+        // a's claim (renewed at 1) expires at 11.
+        assert_eq!(
+            store.claim(claim("b", 12)).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+        assert_eq!(store.owner("u").as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn lists_by_prefix_in_key_order() {
+        let store = MemoryObjectStore::default();
+        for key in ["b/2", "a/1", "b/1", "c"] {
+            store.put(key, Bytes::from_static(b"x")).await.unwrap();
+        }
+        let keys: Vec<_> = store
+            .list("b/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["b/1", "b/2"]);
+    }
+}

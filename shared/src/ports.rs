@@ -1,0 +1,135 @@
+//! The few things the functions need from AWS, as small traits: a dedup store, an object store and a
+//! metrics sink. Real adapters live in [`crate::aws`]; in-memory twins in [`crate::memory`].
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct StoreError {
+    /// What was attempted, with its target: `PutObject staging/…`.
+    pub operation: String,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(operation: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError {
+            operation: operation.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A record's attempt to own an event id (contract: Deduplication).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub event_uuid: &'a str,
+    /// The Kinesis eventID of the record (`#N` appended for the N-th user record of an aggregate).
+    pub claimed_by: &'a str,
+    /// Epoch seconds.
+    pub now: i64,
+    /// Epoch seconds after which the claim no longer blocks anyone.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The id is ours: new, already ours (a redelivery), or an expired claim.
+    Claimed,
+    /// Another record owns the id: this one is a duplicate.
+    OwnedByAnother,
+}
+
+#[async_trait]
+pub trait DedupStore: Send + Sync {
+    async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    /// Every object under `prefix`, in key order (all pages).
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// The object's bytes as a stream of chunks.
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError>;
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Starts a multipart upload: the object appears only when the upload completes.
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
+}
+
+/// An object written in parts. Every part but the last must be at least [`MIN_PART_SIZE`] bytes.
+#[async_trait]
+pub trait MultipartUpload: Send {
+    async fn upload_part(&mut self, part: Bytes) -> Result<(), StoreError>;
+    async fn complete(self: Box<Self>) -> Result<(), StoreError>;
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// S3's minimum size for every part of a multipart upload but the last.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Bytes,
+    Milliseconds,
+}
+
+impl Unit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Bytes => "Bytes",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub value: f64,
+    pub unit: Unit,
+}
+
+impl Metric {
+    pub fn count(name: &'static str, value: u64) -> Metric {
+        Metric {
+            name,
+            value: value as f64,
+            unit: Unit::Count,
+        }
+    }
+
+    pub fn bytes(name: &'static str, value: u64) -> Metric {
+        Metric {
+            name,
+            value: value as f64,
+            unit: Unit::Bytes,
+        }
+    }
+}
+
+#[async_trait]
+pub trait MetricsSink: Send + Sync {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError>;
+}
+
+/// Publishes, logging a failure instead of returning it: metrics never fail an invocation.
+pub async fn publish_metrics(sink: &dyn MetricsSink, metrics: &[Metric]) {
+    if let Err(error) = sink.publish(metrics).await {
+        tracing::warn!(%error, "could not publish metrics");
+    }
+}

@@ -1,0 +1,385 @@
+//! Timestamps as microseconds since the Unix epoch (UTC), the lake's one time representation.
+//!
+//! `created_at` arrives as epoch seconds (integer or fraction) or an RFC 3339 string. Epoch seconds are
+//! read from their decimal text, never through `f64`, so `1712844605.9512355` becomes exactly
+//! `…05.951235Z` (truncated to the microsecond), whatever float rounding would have said.
+
+use std::fmt::Write as _;
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// 2000-01-01T00:00:00Z: nothing the apps send can be older.
+pub const EARLIEST_CREATED_AT: i64 = 946_684_800 * MICROS_PER_SECOND;
+
+/// Greatest epoch-micros value accepted at all (9999-12-31T23:59:59.999999Z).
+const LATEST_REPRESENTABLE: i64 = 253_402_300_799_999_999;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampError {
+    /// Not a number or RFC 3339 string.
+    Invalid(String),
+    /// Well-formed, but outside years 0001–9999 (or negative epoch seconds).
+    OutOfRange(String),
+}
+
+/// Parses the raw JSON text of `created_at` into epoch microseconds.
+pub fn parse_created_at(raw_json: &str) -> Result<i64, TimestampError> {
+    let text = raw_json.trim();
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let s: std::borrow::Cow<str> = serde_json::from_str(text)
+                .map_err(|_| TimestampError::Invalid(format!("bad string {text}")))?;
+            parse_rfc3339(&s)
+        }
+        Some(b'-' | b'0'..=b'9') => parse_epoch_seconds(text),
+        _ => Err(TimestampError::Invalid(format!(
+            "expected epoch seconds or an RFC 3339 string, got {}",
+            truncate_for_detail(text)
+        ))),
+    }
+}
+
+pub fn parse_rfc3339(s: &str) -> Result<i64, TimestampError> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+        TimestampError::Invalid(format!("`{}` is not RFC 3339: {e}", truncate_for_detail(s)))
+    })?;
+    let secs = parsed.timestamp();
+    let micros = i64::from(parsed.timestamp_subsec_nanos() / 1_000);
+    secs.checked_mul(MICROS_PER_SECOND)
+        .and_then(|m| m.checked_add(micros))
+        .filter(|m| (0..=LATEST_REPRESENTABLE).contains(m))
+        .ok_or_else(|| TimestampError::OutOfRange(format!("`{s}` is outside 1970–9999")))
+}
+
+/// Exact decimal → micros, truncating below the microsecond. Accepts JSON number syntax.
+pub fn parse_epoch_seconds(text: &str) -> Result<i64, TimestampError> {
+    let invalid =
+        || TimestampError::Invalid(format!("`{}` is not a number", truncate_for_detail(text)));
+    let out_of_range =
+        || TimestampError::OutOfRange(format!("{} epoch seconds", truncate_for_detail(text)));
+    let bytes = text.as_bytes();
+    let (negative, rest) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let int_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if int_len == 0 {
+        return Err(invalid());
+    }
+    let mut digits: Vec<u8> = rest[..int_len].to_vec();
+    let mut pos = int_len;
+    let mut frac_len = 0i64;
+    if rest.get(pos) == Some(&b'.') {
+        let frac = rest[pos + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if frac == 0 {
+            return Err(invalid());
+        }
+        digits.extend_from_slice(&rest[pos + 1..pos + 1 + frac]);
+        frac_len = frac as i64;
+        pos += 1 + frac;
+    }
+    let mut exponent = 0i64;
+    if matches!(rest.get(pos), Some(b'e' | b'E')) {
+        let exp_text = std::str::from_utf8(&rest[pos + 1..]).map_err(|_| invalid())?;
+        exponent = exp_text.parse::<i64>().map_err(|_| invalid())?;
+        if exponent.abs() > 1_000 {
+            return Err(out_of_range());
+        }
+        pos = rest.len();
+    }
+    if pos != rest.len() {
+        return Err(invalid());
+    }
+    let all_zero = digits.iter().all(|&d| d == b'0');
+    if negative && !all_zero {
+        return Err(out_of_range());
+    }
+    // value = digits × 10^(exponent − frac_len); micros = value × 10^6.
+    let shift = exponent - frac_len + 6;
+    let kept = if shift < 0 {
+        let drop = usize::try_from(-shift).unwrap_or(usize::MAX);
+        &digits[..digits.len().saturating_sub(drop)]
+    } else {
+        &digits[..]
+    };
+    let mut micros: i128 = 0;
+    for &d in kept {
+        micros = micros
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(i128::from(d - b'0')))
+            .filter(|m| *m <= i128::from(LATEST_REPRESENTABLE))
+            .ok_or_else(out_of_range)?;
+    }
+    for _ in 0..shift.max(0) {
+        if micros == 0 {
+            break;
+        }
+        micros = micros
+            .checked_mul(10)
+            .filter(|m| *m <= i128::from(LATEST_REPRESENTABLE))
+            .ok_or_else(out_of_range)?;
+    }
+    Ok(micros as i64)
+}
+
+fn truncate_for_detail(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// A UTC calendar date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Date {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    pub fn from_days(days_since_epoch: i64) -> Date {
+        // Howard Hinnant's civil_from_days.
+        let z = days_since_epoch + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+        Date { year, month, day }
+    }
+
+    pub fn to_days(self) -> i64 {
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    pub fn of_micros(micros: i64) -> Date {
+        Date::from_days(micros.div_euclid(MICROS_PER_DAY))
+    }
+
+    pub fn start_micros(self) -> i64 {
+        self.to_days() * MICROS_PER_DAY
+    }
+
+    pub fn succ(self) -> Date {
+        Date::from_days(self.to_days() + 1)
+    }
+
+    pub fn pred(self) -> Date {
+        Date::from_days(self.to_days() - 1)
+    }
+
+    /// Parses `YYYY-MM-DD`, rejecting impossible dates.
+    pub fn parse(s: &str) -> Option<Date> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let year: i32 = s[0..4].parse().ok()?;
+        let month: u32 = s[5..7].parse().ok()?;
+        let day: u32 = s[8..10].parse().ok()?;
+        let date = Date { year, month, day };
+        (month >= 1 && Date::from_days(date.to_days()) == date).then_some(date)
+    }
+
+    /// `YYYYMMDD`, as used in Parquet part names.
+    pub fn compact(self) -> String {
+        format!("{:04}{:02}{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// The parts of a UTC instant that keys and lines need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instant {
+    pub date: Date,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub micro: u32,
+}
+
+impl Instant {
+    pub fn of_micros(micros: i64) -> Instant {
+        let date = Date::of_micros(micros);
+        let in_day = micros.rem_euclid(MICROS_PER_DAY);
+        let secs = (in_day / MICROS_PER_SECOND) as u32;
+        Instant {
+            date,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+            micro: (in_day % MICROS_PER_SECOND) as u32,
+        }
+    }
+}
+
+/// `2024-04-11T14:10:05.951235Z`: RFC 3339, UTC, `Z`, microseconds.
+pub fn write_rfc3339_micros(out: &mut String, micros: i64) {
+    let t = Instant::of_micros(micros);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.date.year, t.date.month, t.date.day, t.hour, t.minute, t.second, t.micro
+    );
+}
+
+pub fn format_rfc3339_micros(micros: i64) -> String {
+    let mut s = String::with_capacity(27);
+    write_rfc3339_micros(&mut s, micros);
+    s
+}
+
+/// Fast path for the hot loops: appends the same 27 bytes as [`write_rfc3339_micros`], without `fmt`.
+pub fn push_rfc3339_micros(out: &mut Vec<u8>, micros: i64) {
+    fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
+        let mut div = 10u32.pow(width - 1);
+        while div > 0 {
+            out.push(b'0' + (value / div % 10) as u8);
+            div /= 10;
+        }
+    }
+    let t = Instant::of_micros(micros);
+    digits(out, t.date.year.clamp(0, 9999) as u32, 4);
+    out.push(b'-');
+    digits(out, t.date.month, 2);
+    out.push(b'-');
+    digits(out, t.date.day, 2);
+    out.push(b'T');
+    digits(out, t.hour, 2);
+    out.push(b':');
+    digits(out, t.minute, 2);
+    out.push(b':');
+    digits(out, t.second, 2);
+    out.push(b'.');
+    digits(out, t.micro, 6);
+    out.push(b'Z');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_fraction_is_truncated_exactly_to_the_microsecond() {
+        let micros = parse_created_at("1712844605.9512355").unwrap();
+        assert_eq!(format_rfc3339_micros(micros), "2024-04-11T14:10:05.951235Z");
+    }
+
+    #[test]
+    fn epoch_forms() {
+        assert_eq!(
+            parse_created_at("1712844605").unwrap(),
+            1_712_844_605_000_000
+        );
+        assert_eq!(
+            parse_created_at("1712844605.5").unwrap(),
+            1_712_844_605_500_000
+        );
+        assert_eq!(
+            parse_created_at("1.7128446055e9").unwrap(),
+            1_712_844_605_500_000
+        );
+        assert_eq!(
+            parse_created_at("17128446055E-1").unwrap(),
+            1_712_844_605_500_000
+        );
+        assert_eq!(parse_created_at("0").unwrap(), 0);
+        assert!(matches!(
+            parse_created_at("-5"),
+            Err(TimestampError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_created_at("1e300"),
+            Err(TimestampError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_created_at("99999999999999999999999"),
+            Err(TimestampError::OutOfRange(_))
+        ));
+        for bad in ["true", "null", "{}", "[1]", "1.", "1e", "--1"] {
+            assert!(
+                matches!(parse_created_at(bad), Err(TimestampError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc3339_forms() {
+        let utc = parse_created_at("\"2024-04-11T14:10:05.951235Z\"").unwrap();
+        assert_eq!(format_rfc3339_micros(utc), "2024-04-11T14:10:05.951235Z");
+        let offset = parse_created_at("\"2024-04-11T16:10:05.9512359+02:00\"").unwrap();
+        assert_eq!(offset, utc);
+        let whole = parse_created_at("\"2024-04-11T14:10:05Z\"").unwrap();
+        assert_eq!(format_rfc3339_micros(whole), "2024-04-11T14:10:05.000000Z");
+        for bad in [
+            "\"yesterday\"",
+            "\"2024-04-11\"",
+            "\"1712844605\"",
+            "\"2024-13-01T00:00:00Z\"",
+        ] {
+            assert!(
+                matches!(parse_created_at(bad), Err(TimestampError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn dates_round_trip_through_days() {
+        for days in [-1, 0, 1, 10_957, 19_824, 2_932_896] {
+            assert_eq!(Date::from_days(days).to_days(), days);
+        }
+        assert_eq!(
+            Date::of_micros(EARLIEST_CREATED_AT).to_string(),
+            "2000-01-01"
+        );
+        assert_eq!(
+            Date::parse("2024-02-29").unwrap().succ().to_string(),
+            "2024-03-01"
+        );
+        assert_eq!(
+            Date::parse("2024-01-01").unwrap().pred().to_string(),
+            "2023-12-31"
+        );
+        assert_eq!(Date::parse("2023-02-29"), None);
+        assert_eq!(Date::parse("2023-2-28"), None);
+        assert_eq!(Date::parse("2023-02-28").unwrap().compact(), "20230228");
+    }
+
+    #[test]
+    fn fast_formatter_matches_the_reference() {
+        for micros in [
+            0,
+            1_712_844_605_951_235,
+            946_684_799_999_999,
+            253_402_300_799_999_999,
+        ] {
+            let mut fast = Vec::new();
+            push_rfc3339_micros(&mut fast, micros);
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                format_rfc3339_micros(micros)
+            );
+        }
+    }
+}
