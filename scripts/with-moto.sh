@@ -4,10 +4,12 @@
 #   scripts/with-moto.sh cargo test
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-moto="$root/.venv/bin/moto_server"
+venv="${VENV:-$root/.venv}"
+case "$venv" in /*) ;; *) venv="$root/$venv" ;; esac
+moto="$venv/bin/moto_server"
 [ -x "$moto" ] || { echo "with-moto: $moto is missing; run 'make venv' first" >&2; exit 1; }
 
-port=$("$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp -t moto.XXXXXX.log)
 "$moto" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
@@ -15,7 +17,7 @@ stop() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || t
 trap stop EXIT INT TERM
 
 for _ in $(seq 1 100); do
-  if "$root/.venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; then
+  if "$venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; then
     break
   fi
   kill -0 "$moto_pid" 2>/dev/null || { echo "with-moto: moto exited; its log:" >&2; cat "$log" >&2; exit 1; }

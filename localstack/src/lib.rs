@@ -1,4 +1,6 @@
 //! Running the pipeline on one machine, with no cloud: a Lambda Runtime API for the real binaries,
-//! and (with the demo) a local Kinesis event source mapping and resource provisioning.
+//! resource provisioning for a local emulator, and (with the demo) a local Kinesis event source
+//! mapping.
 
+pub mod provision;
 pub mod runtime_api;

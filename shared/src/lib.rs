@@ -7,6 +7,7 @@
 pub mod aws;
 pub mod catalogue;
 pub mod config;
+pub mod fixtures;
 pub mod kpl;
 pub mod lambda_payload;
 pub mod layout;

@@ -11,12 +11,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
-use futures::{StreamExt, TryFutureExt};
+use futures::StreamExt;
 use pipeline::catalogue::Catalogue;
 use pipeline::config::IngestConfig;
 use pipeline::kpl;
@@ -61,6 +61,10 @@ pub struct Summary {
     /// User records left for Lambda to redeliver.
     pub records_retried: u64,
     pub quarantined_by_reason: BTreeMap<&'static str, u64>,
+    /// Where the time went: unpack + validate, dedup claims, S3 writes.
+    pub decode_ms: u64,
+    pub claim_ms: u64,
+    pub write_ms: u64,
 }
 
 /// One user record: a plain Kinesis record, or one user record of an aggregate.
@@ -161,6 +165,9 @@ impl Ingest {
             staging_objects = summary.staging_objects_written,
             staging_bytes = summary.staging_bytes_written,
             batch_item_failures = response.batch_item_failures.len(),
+            decode_ms = summary.decode_ms,
+            claim_ms = summary.claim_ms,
+            write_ms = summary.write_ms,
             "batch done"
         );
         let metrics = [
@@ -180,15 +187,23 @@ impl Ingest {
 
     /// The whole batch, without logging or metrics.
     pub async fn process(&self, event: &KinesisEvent) -> (KinesisEventResponse, Summary) {
+        let started = Instant::now();
         let mut units = self.unpack(&event.records);
         mark_duplicates_within_batch(&mut units);
+        let decoded = Instant::now();
         let mut cutoffs = Cutoffs::default();
         self.claim_all(&mut units, &mut cutoffs).await;
-        let staging_bytes = self.write_objects(&units, &mut cutoffs).await;
+        let claimed = Instant::now();
+        let (staging_bytes_written, staging_objects_written) =
+            self.write_objects(&units, &mut cutoffs).await;
 
+        let millis = |from: Instant, to: Instant| (to - from).as_millis() as u64;
         let mut summary = Summary {
-            staging_bytes_written: staging_bytes.0,
-            staging_objects_written: staging_bytes.1,
+            staging_bytes_written,
+            staging_objects_written,
+            decode_ms: millis(started, decoded),
+            claim_ms: millis(decoded, claimed),
+            write_ms: millis(claimed, Instant::now()),
             ..Summary::default()
         };
         for unit in &units {
@@ -282,17 +297,21 @@ impl Ingest {
             })
             .collect();
         let dedup = self.dedup.as_ref();
-        let results: Vec<(usize, Result<ClaimOutcome, StoreError>)> =
-            futures::stream::iter(pending.iter().map(|(i, uuid, claimed_by)| {
-                dedup
-                    .claim(Claim {
-                        event_uuid: uuid,
-                        claimed_by,
-                        now,
-                        expires_at,
-                    })
-                    .map_ok_or_else(|e| (*i, Err(e)), |outcome| (*i, Ok(outcome)))
-            }))
+        // Collected first: a closure inside the stream would make the future's lifetimes too
+        // specific for `tokio::spawn` callers.
+        let claims: Vec<_> = pending
+            .iter()
+            .map(|(i, uuid, claimed_by)| async move {
+                let claim = Claim {
+                    event_uuid: uuid,
+                    claimed_by,
+                    now,
+                    expires_at,
+                };
+                (*i, dedup.claim(claim).await)
+            })
+            .collect();
+        let results: Vec<(usize, Result<ClaimOutcome, StoreError>)> = futures::stream::iter(claims)
             .buffer_unordered(CLAIM_CONCURRENCY)
             .collect()
             .await;
@@ -337,30 +356,30 @@ impl Ingest {
         }
         let objects = self.objects.as_ref();
         let prefixes = &self.prefixes;
-        let puts = groups
-            .into_iter()
-            .map(|((kind, shard, minute), mut members)| {
-                members.sort_by(|a, b| {
-                    compare_sequence_numbers(a.sequence_number, b.sequence_number)
-                        .then(a.sub_sequence_number.cmp(&b.sub_sequence_number))
-                });
-                let first = members[0].sequence_number;
-                let (key, body) = match kind {
-                    ObjectKind::Staging => (
-                        prefixes.staging_key(minute, shard, first),
-                        staging_body(&members),
-                    ),
-                    ObjectKind::Quarantine => (
-                        prefixes.quarantine_key(minute, shard, first),
-                        quarantine_body(&members),
-                    ),
-                };
-                let size = body.len() as u64;
-                async move {
-                    let result = objects.put(&key, Bytes::from(body)).await;
-                    (kind, shard, first, size, result)
-                }
+        // A loop, not `.map(closure)`: see `claim_all`.
+        let mut puts = Vec::with_capacity(groups.len());
+        for ((kind, shard, minute), mut members) in groups {
+            members.sort_by(|a, b| {
+                compare_sequence_numbers(a.sequence_number, b.sequence_number)
+                    .then(a.sub_sequence_number.cmp(&b.sub_sequence_number))
             });
+            let first = members[0].sequence_number;
+            let (key, body) = match kind {
+                ObjectKind::Staging => (
+                    prefixes.staging_key(minute, shard, first),
+                    staging_body(&members),
+                ),
+                ObjectKind::Quarantine => (
+                    prefixes.quarantine_key(minute, shard, first),
+                    quarantine_body(&members),
+                ),
+            };
+            let size = body.len() as u64;
+            puts.push(async move {
+                let result = objects.put(&key, Bytes::from(body)).await;
+                (kind, shard, first, size, result)
+            });
+        }
         let results: Vec<_> = futures::stream::iter(puts)
             .buffer_unordered(PUT_CONCURRENCY)
             .collect()

@@ -11,29 +11,7 @@ use pipeline::ports::{ByteStream, Claim, MultipartUpload, ObjectInfo};
 
 use super::*;
 
-const ARRIVAL_MS: i64 = 1_712_844_606_012; // 2024-04-11T14:10:06.012Z
-
-fn uuid(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{n:012}")
-}
-
-fn event_json(n: u32) -> Vec<u8> {
-    format!(
-        r#"{{"event_uuid":"{}","created_at":1712844605.9512355,"event_name":"game:resumed","event_specifics":{{"language_id":"lang_ru","score":{n}}}}}"#,
-        uuid(n)
-    )
-    .into_bytes()
-}
-
-fn record(shard: u32, sequence: u64, arrival_ms: i64, data: Vec<u8>) -> StreamRecord {
-    StreamRecord {
-        shard_id: format!("shardId-{shard:012}"),
-        sequence_number: format!("{sequence}"),
-        partition_key: "pk".into(),
-        approximate_arrival_ms: arrival_ms,
-        data,
-    }
-}
+use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 
 fn batch(records: &[StreamRecord]) -> KinesisEvent {
     serde_json::from_value(kinesis_event(records, DEFAULT_STREAM_ARN)).unwrap()

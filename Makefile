@@ -1,0 +1,43 @@
+# Every target does its own set-up: a fresh machine needs only Rust, Python 3 and make.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# The Python tools (moto, DuckDB, pyarrow) live in a project venv; CI points VENV at a cache.
+VENV ?= .venv
+export VENV
+PYTHON := $(VENV)/bin/python
+
+.PHONY: help venv build-debug test test-unit lint fmt clean
+
+help:
+	@echo "make test      unit + integration tests against a private moto emulator"
+	@echo "make lint      cargo fmt --check and clippy -D warnings"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+build-debug:
+	cargo build --workspace --bins --tests
+
+test-unit:
+	cargo test --workspace --lib --bins
+
+# Integration tests drive the built binaries through the Lambda Runtime API, against moto on a free
+# loopback port that scripts/with-moto.sh starts and always stops.
+test: venv build-debug
+	scripts/with-moto.sh cargo test --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf $(VENV) output
