@@ -120,15 +120,17 @@ impl Prefixes {
         format!("{}/{}/", self.staging, day_path(day))
     }
 
-    /// Where compaction of `arrival_day` puts bad staging lines it meets in `source_key`.
-    pub fn compaction_quarantine_key(&self, arrival_day: Date, source_key: &str) -> String {
-        let name = source_key.rsplit('/').next().unwrap_or(source_key);
-        format!(
-            "{}/{}/compaction/{}",
-            self.quarantine,
-            day_path(arrival_day),
-            name
-        )
+    /// Where compaction puts the bad lines of one staging object: beside where ingest quarantines
+    /// records of the same minute, named `compaction-{staging file name}` so the two never collide
+    /// and a re-run overwrites its own.
+    pub fn compaction_quarantine_key(&self, staging_key: &str) -> String {
+        let relative = staging_key
+            .strip_prefix(&self.staging)
+            .map_or(staging_key, |rest| rest.trim_start_matches('/'));
+        match relative.rsplit_once('/') {
+            Some((dir, name)) => format!("{}/{dir}/compaction-{name}", self.quarantine),
+            None => format!("{}/compaction-{relative}", self.quarantine),
+        }
     }
 
     /// `{PROCESSED_PREFIX}/year=YYYY/month=MM/day=DD/language={value}/`

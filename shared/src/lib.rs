@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod config;
 pub mod fixtures;
 pub mod kpl;
+pub mod lake;
 pub mod lambda_payload;
 pub mod layout;
 pub mod logging;

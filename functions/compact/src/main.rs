@@ -1,1 +1,21 @@
-fn main() {}
+//! Cold start: read the configuration, build the clients once, then serve the Lambda Runtime API.
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use pipeline::config::CommonConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    pipeline::logging::init();
+    let config = CommonConfig::from_env("compact").unwrap_or_else(|error| {
+        eprintln!("compact: configuration error: {error}");
+        std::process::exit(2)
+    });
+    let compact = compact::Compact::from_config(&config).await;
+    let compact = &compact;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            compact.handle(&event.payload).await.map_err(Error::from)
+        },
+    ))
+    .await
+}

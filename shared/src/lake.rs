@@ -1,0 +1,338 @@
+//! The processed lake's rows: staging lines decoded into Arrow record batches whose schema comes from
+//! the event catalogue (contract: Processed).
+//!
+//! Columns: `event_uuid`, `event_name`, `event_type`, `event_subtype` (strings), `created_at`,
+//! `received_at` (TIMESTAMP micros, UTC), one nullable column per catalogue field of its declared type,
+//! and `extra_specifics` (JSON of the fields the event's catalogue entry does not declare, or null).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::catalogue::{Catalogue, FieldType};
+use crate::layout::compare_sequence_numbers;
+use crate::time;
+use crate::validate::{for_each_entry, json_kind, json_str};
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The Parquet/Arrow schema of the processed lake.
+pub fn arrow_schema(catalogue: &Catalogue) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("event_uuid", DataType::Utf8, false),
+        Field::new("event_name", DataType::Utf8, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("event_subtype", DataType::Utf8, false),
+        Field::new("created_at", timestamp_type(), false),
+        Field::new("received_at", timestamp_type(), false),
+    ];
+    for field in &catalogue.fields {
+        let data_type = match field.spec.field_type {
+            FieldType::String => DataType::Utf8,
+            FieldType::Integer => DataType::Int64,
+            FieldType::Number => DataType::Float64,
+            FieldType::Boolean => DataType::Boolean,
+        };
+        fields.push(Field::new(&field.name, data_type, true));
+    }
+    fields.push(Field::new("extra_specifics", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// Where a staging line came from: the key compaction uses to drop redeliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub sequence_number: String,
+    pub sub_sequence_number: Option<u32>,
+}
+
+impl Position {
+    /// Is `(sequence, sub)` strictly after this position?
+    pub fn is_before(&self, sequence: &str, sub: Option<u32>) -> bool {
+        compare_sequence_numbers(sequence, &self.sequence_number)
+            .then(sub.cmp(&self.sub_sequence_number))
+            .is_gt()
+    }
+
+    pub fn set(&mut self, sequence: &str, sub: Option<u32>) {
+        self.sequence_number.clear();
+        self.sequence_number.push_str(sequence);
+        self.sub_sequence_number = sub;
+    }
+}
+
+#[derive(Deserialize)]
+struct LineSource<'a> {
+    #[serde(borrow)]
+    shard_id: Cow<'a, str>,
+    #[serde(borrow)]
+    sequence_number: Cow<'a, str>,
+    #[serde(default)]
+    sub_sequence_number: Option<u32>,
+}
+
+/// One staging line, borrowed from the object's bytes.
+#[derive(Deserialize)]
+pub struct StagingLine<'a> {
+    #[serde(borrow)]
+    pub event_uuid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_subtype: Cow<'a, str>,
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    #[serde(borrow)]
+    received_at: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub event_specifics: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: LineSource<'a>,
+}
+
+/// A staging line ready to become a row.
+pub struct DecodedLine<'a> {
+    pub line: StagingLine<'a>,
+    pub created_at: i64,
+    pub received_at: i64,
+}
+
+impl<'a> DecodedLine<'a> {
+    pub fn shard_id(&self) -> &str {
+        &self.line.source.shard_id
+    }
+    pub fn sequence_number(&self) -> &str {
+        &self.line.source.sequence_number
+    }
+    pub fn sub_sequence_number(&self) -> Option<u32> {
+        self.line.source.sub_sequence_number
+    }
+
+    /// `event_specifics.language_id`: the string, or the JSON text of any other non-null value.
+    pub fn language(&self) -> Option<Cow<'a, str>> {
+        let specifics = self.line.event_specifics?;
+        let mut language = None;
+        let _ = for_each_entry(specifics.get(), |key, value| {
+            if key == "language_id" {
+                language = match json_str(value) {
+                    Some(s) => Some(s),
+                    None if value.get() == "null" => None,
+                    None => Some(Cow::Borrowed(value.get())),
+                };
+            }
+        });
+        language
+    }
+}
+
+/// Parses one staging line; the error is a human-readable reason.
+pub fn decode_staging_line(text: &str) -> Result<DecodedLine<'_>, String> {
+    let line: StagingLine = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if line.event_uuid.is_empty() || line.source.sequence_number.is_empty() {
+        return Err("empty event_uuid or sequence_number".into());
+    }
+    if let Some(specifics) = line.event_specifics {
+        if !specifics.get().starts_with('{') {
+            return Err("event_specifics is not an object".into());
+        }
+    }
+    let created_at = parse_line_timestamp(&line.created_at)
+        .ok_or_else(|| format!("created_at `{}` is not RFC 3339", line.created_at))?;
+    let received_at = parse_line_timestamp(&line.received_at)
+        .ok_or_else(|| format!("received_at `{}` is not RFC 3339", line.received_at))?;
+    Ok(DecodedLine {
+        line,
+        created_at,
+        received_at,
+    })
+}
+
+/// Reads `YYYY-MM-DDTHH:MM:SS.ffffffZ` (what ingest writes) directly, anything else as RFC 3339.
+fn parse_line_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 27
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[26] == b'Z';
+    if !shape_ok {
+        return time::parse_rfc3339(s).ok();
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let date = time::Date {
+        year: num(0..4)? as i32,
+        month: num(5..7)? as u32,
+        day: num(8..10)? as u32,
+    };
+    let (hour, minute, second, micro) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !(1..=12).contains(&date.month)
+        || time::Date::from_days(date.to_days()) != date
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    Some(date.start_micros() + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micro)
+}
+
+enum Column {
+    Utf8(StringBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+}
+
+/// Accumulates rows of one partition and hands them out as record batches.
+pub struct RowBuilder {
+    schema: SchemaRef,
+    event_uuid: StringBuilder,
+    event_name: StringBuilder,
+    event_type: StringBuilder,
+    event_subtype: StringBuilder,
+    created_at: TimestampMicrosecondBuilder,
+    received_at: TimestampMicrosecondBuilder,
+    fields: Vec<Column>,
+    extra: StringBuilder,
+    rows: usize,
+    // Reused per row, so appending allocates nothing in the steady state: for each catalogue
+    // field, the byte range of its value inside the line's `event_specifics` text.
+    slots: Vec<Option<std::ops::Range<usize>>>,
+    extra_json: String,
+}
+
+impl RowBuilder {
+    pub fn new(catalogue: &Catalogue, schema: SchemaRef) -> RowBuilder {
+        let fields = catalogue
+            .fields
+            .iter()
+            .map(|f| match f.spec.field_type {
+                FieldType::String => Column::Utf8(StringBuilder::new()),
+                FieldType::Integer => Column::Int64(Int64Builder::new()),
+                FieldType::Number => Column::Float64(Float64Builder::new()),
+                FieldType::Boolean => Column::Boolean(BooleanBuilder::new()),
+            })
+            .collect();
+        let timestamps = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        RowBuilder {
+            schema,
+            event_uuid: StringBuilder::new(),
+            event_name: StringBuilder::new(),
+            event_type: StringBuilder::new(),
+            event_subtype: StringBuilder::new(),
+            created_at: timestamps(),
+            received_at: timestamps(),
+            fields,
+            extra: StringBuilder::new(),
+            rows: 0,
+            slots: vec![None; catalogue.fields.len()],
+            extra_json: String::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn append(&mut self, catalogue: &Catalogue, decoded: &DecodedLine) {
+        let line = &decoded.line;
+        self.event_uuid.append_value(&line.event_uuid);
+        self.event_name.append_value(&line.event_name);
+        self.event_type.append_value(&line.event_type);
+        self.event_subtype.append_value(&line.event_subtype);
+        self.created_at.append_value(decoded.created_at);
+        self.received_at.append_value(decoded.received_at);
+
+        let spec = catalogue.event(&line.event_name);
+        let specifics = line.event_specifics.map_or("{}", RawValue::get);
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.iter_mut().for_each(|s| *s = None);
+        self.extra_json.clear();
+        let extra_json = &mut self.extra_json;
+        let _ = for_each_entry(specifics, |key, value| {
+            let declared = spec.and_then(|spec| catalogue.declared_type(spec, &key));
+            match declared {
+                // A declared field whose value no longer fits (the catalogue changed since
+                // ingest) is kept as an extra rather than dropped.
+                Some((index, field_type))
+                    if json_kind(value.get()).is_none_or(|k| k.fits(field_type)) =>
+                {
+                    let start = value.get().as_ptr() as usize - specifics.as_ptr() as usize;
+                    slots[index] = Some(start..start + value.get().len());
+                }
+                _ => {
+                    extra_json.push(if extra_json.is_empty() { '{' } else { ',' });
+                    extra_json.push_str(&serde_json::to_string(&*key).expect("a str serialises"));
+                    extra_json.push(':');
+                    extra_json.push_str(value.get());
+                }
+            }
+        });
+        for (column, slot) in self.fields.iter_mut().zip(slots.iter_mut()) {
+            let value = slot
+                .take()
+                .map(|range| &specifics[range])
+                .filter(|v| *v != "null");
+            match column {
+                Column::Utf8(b) => match value {
+                    Some(v) if !v.contains('\\') => b.append_value(&v[1..v.len() - 1]),
+                    Some(v) => b.append_option(serde_json::from_str::<String>(v).ok()),
+                    None => b.append_null(),
+                },
+                Column::Int64(b) => b.append_option(value.and_then(|v| v.parse().ok())),
+                Column::Float64(b) => b.append_option(value.and_then(|v| v.parse().ok())),
+                Column::Boolean(b) => b.append_option(value.and_then(|v| v.parse().ok())),
+            }
+        }
+        self.slots = slots;
+        if self.extra_json.is_empty() {
+            self.extra.append_null();
+        } else {
+            self.extra_json.push('}');
+            self.extra.append_value(&self.extra_json);
+        }
+        self.rows += 1;
+    }
+
+    /// The rows so far as one batch; the builder starts empty again.
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_uuid.finish()),
+            Arc::new(self.event_name.finish()),
+            Arc::new(self.event_type.finish()),
+            Arc::new(self.event_subtype.finish()),
+            Arc::new(self.created_at.finish()),
+            Arc::new(self.received_at.finish()),
+        ];
+        for column in &mut self.fields {
+            columns.push(match column {
+                Column::Utf8(b) => Arc::new(b.finish()),
+                Column::Int64(b) => Arc::new(b.finish()),
+                Column::Float64(b) => Arc::new(b.finish()),
+                Column::Boolean(b) => Arc::new(b.finish()),
+            });
+        }
+        columns.push(Arc::new(self.extra.finish()));
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .expect("builders follow the schema they were made from")
+    }
+}
