@@ -28,5 +28,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 # Keep the SDK away from the instance-metadata service and any user profile.
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+# The venv's Python, for tests that read results with independent tools (pyarrow, DuckDB).
+export PIPELINE_PYTHON="$venv/bin/python"
 echo "with-moto: emulator at $AWS_ENDPOINT_URL" >&2
 "$@"

@@ -34,3 +34,44 @@ pub fn record(shard: u32, sequence: u64, arrival_ms: i64, data: Vec<u8>) -> Stre
         data,
     }
 }
+
+/// Staging NDJSON exactly as ingest writes it, for `(sequence number, event JSON)` pairs of one
+/// shard arriving at `arrival_ms`. Panics on an invalid event: fixtures are valid by construction.
+pub fn staging_lines(shard: &str, events: &[(u64, Vec<u8>)], arrival_ms: i64) -> Vec<u8> {
+    let catalogue = crate::catalogue::Catalogue::embedded();
+    let received_at = arrival_ms * 1000;
+    let mut body = Vec::new();
+    for (sequence, data) in events {
+        let event = crate::validate::validate(data, received_at, &catalogue)
+            .unwrap_or_else(|r| panic!("fixture event is invalid: {}", r.detail));
+        let sequence = sequence.to_string();
+        let source = crate::layout::Source {
+            shard_id: shard,
+            sequence_number: &sequence,
+            sub_sequence_number: None,
+        };
+        crate::layout::push_staging_line(&mut body, &event, received_at, &source);
+    }
+    body
+}
+
+/// A well-mixed 64-bit value for `n` (splitmix64), for ids that do not compress away.
+pub fn scramble(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A random-looking but deterministic UUID for `n`.
+pub fn scrambled_uuid(n: u64) -> String {
+    let (a, b) = (scramble(n), scramble(n ^ 0xDEAD_BEEF));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFF,
+        b >> 52,
+        b & 0xFFFF_FFFF_FFFF
+    )
+}

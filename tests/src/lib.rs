@@ -4,8 +4,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
 use pipeline::lambda_payload::{kinesis_event, StreamRecord, DEFAULT_STREAM_ARN};
+use pipeline::ports::{ByteStream, MultipartUpload, ObjectInfo, ObjectStore, StoreError};
 use serde_json::Value;
 
 pub use localstack::provision;
@@ -96,17 +101,75 @@ impl Lake {
         .collect()
     }
 
-    /// The `ingest` handler in this process, wired to the emulator by the same code as the binary.
-    pub async fn ingest(&self) -> ingest::Ingest {
+    /// Reads the function environment like the binaries do; metrics are off in-process.
+    fn lookup(&self) -> impl Fn(&str) -> Option<String> {
         let env = self.env();
-        let lookup = move |name: &str| {
+        move |name: &str| {
             env.iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
                 .or_else(|| (name == "METRICS_SINK").then(|| "off".to_string()))
-        };
-        let config = pipeline::config::IngestConfig::from_lookup(&lookup).unwrap();
+        }
+    }
+
+    /// The `ingest` handler in this process, wired to the emulator by the same code as the binary.
+    pub async fn ingest(&self) -> ingest::Ingest {
+        let config = pipeline::config::IngestConfig::from_lookup(&self.lookup()).unwrap();
         ingest::Ingest::from_config(&config).await
+    }
+
+    /// The `compact` handler in this process, wired to the emulator by the same code as the binary.
+    pub async fn compact(&self) -> compact::Compact {
+        let config =
+            pipeline::config::CommonConfig::from_lookup(&self.lookup(), "compact").unwrap();
+        compact::Compact::from_config(&config).await
+    }
+
+    /// The real S3 adapter on this lake's bucket.
+    pub async fn s3_store(&self) -> pipeline::aws::S3ObjectStore {
+        let config = pipeline::config::CommonConfig::from_lookup(&self.lookup(), "test").unwrap();
+        let sdk = pipeline::aws::load_sdk_config(&config).await;
+        pipeline::aws::S3ObjectStore::new(&sdk, &config)
+    }
+
+    /// The real S3 adapter, except that writes of keys containing `needle` fail (or, with
+    /// `hang`, never finish), as when S3 is down or the process dies mid-write.
+    pub async fn sabotaged_store(&self, needle: &'static str, hang: bool) -> Arc<Sabotaged> {
+        Arc::new(Sabotaged {
+            inner: self.s3_store().await,
+            needle,
+            hang,
+        })
+    }
+
+    /// Downloads `processed/` and reads it with pyarrow and DuckDB (tests/python/inspect_lake.py).
+    pub async fn inspect_processed(&self) -> Value {
+        let python = std::env::var("PIPELINE_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "PIPELINE_PYTHON is not set: run the tests with `make test` (scripts/with-moto.sh)"
+            )
+        });
+        let dir = std::env::temp_dir().join(format!("lake-{}", self.bucket));
+        let _ = std::fs::remove_dir_all(&dir);
+        for key in self.keys("processed/").await {
+            let path = dir.join(&key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, self.object(&key).await).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/inspect_lake.py");
+        let output = std::process::Command::new(python)
+            .arg(script)
+            .arg(&dir)
+            .output()
+            .expect("running the venv's Python");
+        assert!(
+            output.status.success(),
+            "inspect_lake.py failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        serde_json::from_slice(&output.stdout).expect("inspect_lake.py prints JSON")
     }
 
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
@@ -187,6 +250,48 @@ impl Lake {
             .send()
             .await
             .unwrap();
+    }
+}
+
+pub struct Sabotaged {
+    inner: pipeline::aws::S3ObjectStore,
+    needle: &'static str,
+    hang: bool,
+}
+
+impl Sabotaged {
+    async fn refuse(&self, operation: &str, key: &str) -> Result<(), StoreError> {
+        if !key.contains(self.needle) {
+            return Ok(());
+        }
+        if self.hang {
+            futures::future::pending::<()>().await;
+        }
+        Err(StoreError::new(
+            format!("{operation} {key}"),
+            "InternalError (after retries)",
+        ))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Sabotaged {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.refuse("PutObject", key).await?;
+        self.inner.put(key, body).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete(keys).await
+    }
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        self.refuse("CreateMultipartUpload", key).await?;
+        self.inner.start_upload(key).await
     }
 }
 

@@ -4,13 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use base64::Engine as _;
-use bytes::Bytes;
 use localstack::runtime_api::{LambdaProcess, Outcome};
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 use pipeline::kpl;
-use pipeline::ports::{ByteStream, MultipartUpload, ObjectInfo, ObjectStore, StoreError};
 use pipeline_tests::{binary, kinesis_payload, uuids, Lake};
 use serde_json::{json, Value};
 
@@ -253,52 +250,9 @@ async fn a_redelivered_batch_writes_the_same_objects_and_drops_nothing() {
     assert_eq!(lake.all_lines("staging/").await.len(), 20);
 }
 
-/// Wraps the real S3 store; PUTs whose key contains `needle` fail or never finish.
-struct Sabotaged {
-    inner: pipeline::aws::S3ObjectStore,
-    needle: &'static str,
-    hang: bool,
-}
-
-#[async_trait]
-impl ObjectStore for Sabotaged {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        if key.contains(self.needle) {
-            if self.hang {
-                futures::future::pending::<()>().await;
-            }
-            return Err(StoreError::new(
-                format!("PutObject {key}"),
-                "InternalError (after retries)",
-            ));
-        }
-        self.inner.put(key, body).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(keys).await
-    }
-    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-        self.inner.start_upload(key).await
-    }
-}
-
 async fn sabotaged(lake: &Lake, needle: &'static str, hang: bool) -> ingest::Ingest {
     let mut ingest = lake.ingest().await;
-    let env = lake.env();
-    let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let config = pipeline::config::CommonConfig::from_lookup(&lookup, "ingest").unwrap();
-    let sdk = pipeline::aws::load_sdk_config(&config).await;
-    ingest.objects = Arc::new(Sabotaged {
-        inner: pipeline::aws::S3ObjectStore::new(&sdk, &config),
-        needle,
-        hang,
-    });
+    ingest.objects = lake.sabotaged_store(needle, hang).await;
     ingest
 }
 

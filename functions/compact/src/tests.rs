@@ -4,11 +4,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use pipeline::catalogue::Catalogue;
-use pipeline::fixtures::{event_with_language, uuid, ARRIVAL_MS};
-use pipeline::layout::{push_staging_line, Minute, Source};
+use pipeline::fixtures::{event_with_language, staging_lines, uuid, ARRIVAL_MS};
+use pipeline::layout::Minute;
 use pipeline::memory::{MemoryMetrics, MemoryObjectStore};
-use pipeline::validate::validate;
 use serde_json::json;
 
 use super::*;
@@ -19,22 +17,8 @@ fn day() -> Date {
     Date::parse(DAY).unwrap()
 }
 
-/// Staging lines, as ingest writes them, for (sequence, event json) pairs of one shard.
 fn staging_body(shard: &str, events: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let catalogue = Catalogue::embedded();
-    let received = ARRIVAL_MS * 1000;
-    let mut body = Vec::new();
-    for (sequence, data) in events {
-        let event = validate(data, received, &catalogue).unwrap();
-        let sequence = sequence.to_string();
-        let source = Source {
-            shard_id: shard,
-            sequence_number: &sequence,
-            sub_sequence_number: None,
-        };
-        push_staging_line(&mut body, &event, received, &source);
-    }
-    body
+    staging_lines(shard, events, ARRIVAL_MS)
 }
 
 async fn stage(store: &MemoryObjectStore, shard: &str, events: &[(u64, Vec<u8>)]) -> String {

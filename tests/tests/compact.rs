@@ -1,0 +1,365 @@
+//! `compact` against the local emulator: the built binaries end to end, Parquet read back with
+//! pyarrow and DuckDB, re-runs, late data, a crash mid-way, multipart uploads.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use localstack::runtime_api::{LambdaProcess, Outcome};
+use pipeline::fixtures::{
+    event_with_language, record, scrambled_uuid, staging_lines, uuid, ARRIVAL_MS,
+};
+use pipeline::layout::{Minute, Prefixes};
+use pipeline::time::Date;
+use pipeline_tests::{binary, kinesis_payload, Lake};
+use serde_json::{json, Value};
+
+const DAY: &str = "2024-04-11";
+
+fn day() -> Date {
+    Date::parse(DAY).unwrap()
+}
+
+fn with_specifics(n: u64, name: &str, created_at: Value, specifics: Value) -> Vec<u8> {
+    json!({"event_uuid": uuid(n), "created_at": created_at, "event_name": name, "event_specifics": specifics})
+        .to_string()
+        .into_bytes()
+}
+
+/// A batch covering what the lake must get right.
+fn mixed_records() -> Vec<pipeline::lambda_payload::StreamRecord> {
+    let mut data = vec![
+        event_with_language(1, "lang_en"),
+        event_with_language(2, "lang_en"),
+        event_with_language(3, "lang_fr"),
+        event_with_language(4, "../x"),
+        event_with_language(5, "a/b=c%"),
+        // No language_id: Hive's default partition.
+        with_specifics(
+            6,
+            "user:login",
+            json!(1712844600),
+            json!({"device": "Android", "login_method": "apple"}),
+        ),
+        // Created the day before it arrived: goes to that day's partition.
+        with_specifics(
+            7,
+            "game:paused",
+            json!("2024-04-10T23:59:58.25Z"),
+            json!({"language_id": "lang_en", "score": 5}),
+        ),
+        // Undeclared fields travel in extra_specifics.
+        with_specifics(
+            8,
+            "game:completed",
+            json!(1712844601.5),
+            json!({"language_id": "lang_fr", "won": true, "duration_seconds": 61.5, "mood": "great", "tags": ["a"]}),
+        ),
+        event_with_language(2, "lang_en"), // a producer retry: dropped by ingest
+        b"not json".to_vec(),              // quarantined by ingest
+    ];
+    data.extend((9..=12).map(|n| event_with_language(n, "lang_en")));
+    data.into_iter()
+        .enumerate()
+        .map(|(i, d)| record(0, 100 + i as u64, ARRIVAL_MS, d))
+        .collect()
+}
+
+#[tokio::test]
+async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
+    let lake = Lake::new("compact-e2e").await;
+    let mut ingest = LambdaProcess::spawn(&binary("ingest"), "ingest", &lake.env())
+        .await
+        .unwrap();
+    let records = mixed_records();
+    let (payload, _) = kinesis_payload(&records);
+    let outcome = ingest
+        .invoke(&payload, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Response(json!({"batchItemFailures": []})));
+    // Lambda redelivers the tail of the batch (as after a reported failure): staged twice.
+    let (redelivery, _) = kinesis_payload(&records[10..]);
+    ingest
+        .invoke(&redelivery, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(lake.keys("staging/").await.len(), 2);
+
+    let mut compact = LambdaProcess::spawn(&binary("compact"), "compact", &lake.env())
+        .await
+        .unwrap();
+    let Outcome::Response(report) = compact
+        .invoke(&json!({"day": DAY}), Duration::from_secs(120))
+        .await
+        .unwrap()
+    else {
+        panic!("compact failed: {}", compact.stderr_text())
+    };
+    assert_eq!(report["day"], DAY);
+    assert_eq!(report["input_objects"], 2);
+    assert_eq!(report["input_events"], 12 + 4);
+    assert_eq!(report["duplicates_removed"], 4);
+    assert_eq!(report["rows_written"], 12);
+    let files: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "processed/year=2024/month=04/day=10/language=lang_en/part-20240411-00000.parquet",
+            "processed/year=2024/month=04/day=11/language=..%2Fx/part-20240411-00000.parquet",
+            "processed/year=2024/month=04/day=11/language=__HIVE_DEFAULT_PARTITION__/part-20240411-00000.parquet",
+            "processed/year=2024/month=04/day=11/language=a%2Fb%3Dc%25/part-20240411-00000.parquet",
+            "processed/year=2024/month=04/day=11/language=lang_en/part-20240411-00000.parquet",
+            "processed/year=2024/month=04/day=11/language=lang_fr/part-20240411-00000.parquet",
+        ]
+    );
+    assert_eq!(lake.keys("processed/").await, files);
+
+    let lakeview = lake.inspect_processed().await;
+    let file = &lakeview["files"][0];
+    assert_eq!(file["compression"], "ZSTD");
+    let schema = &file["schema"];
+    assert_eq!(schema["event_uuid"], "string");
+    assert_eq!(schema["created_at"], "timestamp[us, tz=UTC]");
+    assert_eq!(schema["received_at"], "timestamp[us, tz=UTC]");
+    assert_eq!(schema["score"], "int64");
+    assert_eq!(schema["attempts"], "int64");
+    assert_eq!(schema["duration_seconds"], "double");
+    assert_eq!(schema["won"], "bool");
+    assert_eq!(schema["device"], "string");
+    assert_eq!(schema["extra_specifics"], "string");
+    assert_eq!(file["nullable"]["score"], true);
+    assert_eq!(file["nullable"]["event_uuid"], false);
+
+    let rows: BTreeMap<String, &Value> = lakeview["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["event_uuid"].as_str().unwrap().to_string(), r))
+        .collect();
+    assert_eq!(rows.len(), 12, "every written event once");
+    let first = rows[&uuid(1)];
+    assert_eq!(first["created_at"], "2024-04-11T14:10:05.951235+00:00");
+    assert_eq!(first["received_at"], "2024-04-11T14:10:06.012000+00:00");
+    assert_eq!(
+        (
+            first["event_type"].as_str(),
+            first["event_subtype"].as_str()
+        ),
+        (Some("game"), Some("resumed"))
+    );
+    assert_eq!(first["score"], 1);
+    assert_eq!(first["extra_specifics"], Value::Null);
+    let late = rows[&uuid(7)];
+    assert!(late["_file"]
+        .as_str()
+        .unwrap()
+        .contains("day=10/language=lang_en"));
+    assert_eq!(late["created_at"], "2024-04-10T23:59:58.250000+00:00");
+    let completed = rows[&uuid(8)];
+    assert_eq!(completed["won"], true);
+    assert_eq!(completed["duration_seconds"], 61.5);
+    let extra: Value =
+        serde_json::from_str(completed["extra_specifics"].as_str().unwrap()).unwrap();
+    assert_eq!(extra, json!({"mood": "great", "tags": ["a"]}));
+    let login = rows[&uuid(6)];
+    assert_eq!(login["device"], "Android");
+    assert_eq!(login["language_id"], Value::Null);
+
+    // DuckDB, reading the Hive layout, gets the original values back: unescaped, and null for
+    // the default partition.
+    assert_eq!(
+        lakeview["duckdb"]["per_partition"],
+        json!([
+            [2024, "04", 10, "lang_en", 1],
+            [2024, "04", 11, "../x", 1],
+            [2024, "04", 11, "a/b=c%", 1],
+            [2024, "04", 11, "lang_en", 6],
+            [2024, "04", 11, "lang_fr", 2],
+            [2024, "04", 11, null, 1],
+        ])
+    );
+    assert_eq!(lakeview["duckdb"]["distinct_ids"], json!([12, 12]));
+
+    // The daily schedule compacts the day before its time; a re-run gives the same result.
+    let scheduled = json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "time": "2024-04-12T00:15:00Z", "detail": {}});
+    let Outcome::Response(again) = compact
+        .invoke(&scheduled, Duration::from_secs(120))
+        .await
+        .unwrap()
+    else {
+        panic!("scheduled run failed: {}", compact.stderr_text())
+    };
+    assert_eq!(again, report);
+    assert_eq!(lake.keys("processed/").await, files);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let emf: Vec<Value> = compact
+        .stdout_lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 2);
+    assert_eq!(emf[0]["FunctionName"], "compact");
+    assert_eq!(emf[0]["EventsCompacted"], 12.0);
+    assert_eq!(emf[0]["DuplicatesRemoved"], 4.0);
+    assert_eq!(emf[0]["ParquetFilesWritten"], 6.0);
+    assert!(emf[0]["ParquetBytesWritten"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn a_request_that_names_no_day_fails_with_a_clear_error() {
+    let lake = Lake::new("compact-bad-request").await;
+    let mut compact = LambdaProcess::spawn(&binary("compact"), "compact", &lake.env())
+        .await
+        .unwrap();
+    for payload in [json!({"hello": "world"}), json!({"day": "11/04/2024"})] {
+        let outcome = compact
+            .invoke(&payload, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let Outcome::FunctionError(error) = outcome else {
+            panic!("{payload} was accepted")
+        };
+        let message = error["errorMessage"].as_str().unwrap();
+        assert!(message.starts_with("bad request: "), "{message}");
+    }
+}
+
+async fn stage(lake: &Lake, shard: &str, minute_offset: i64, events: &[(u64, Vec<u8>)]) {
+    let arrival = ARRIVAL_MS + minute_offset * 60_000;
+    let key = Prefixes::default().staging_key(
+        Minute::of_micros(arrival * 1000),
+        shard,
+        &events[0].0.to_string(),
+    );
+    lake.put(&key, staging_lines(shard, events, arrival)).await;
+}
+
+fn events(range: std::ops::RangeInclusive<u64>, language: &str) -> Vec<(u64, Vec<u8>)> {
+    range
+        .map(|n| (n, event_with_language(n, language)))
+        .collect()
+}
+
+/// Every row of the lake is a distinct event, and there are `expected` of them.
+async fn assert_each_event_once(lake: &Lake, expected: u64) {
+    let view = lake.inspect_processed().await;
+    assert_eq!(
+        view["duckdb"]["distinct_ids"],
+        json!([expected, expected]),
+        "{}",
+        view["duckdb"]
+    );
+}
+
+#[tokio::test]
+async fn late_staging_data_is_included_when_the_day_is_compacted_again() {
+    let lake = Lake::new("compact-late").await;
+    stage(&lake, "shardId-000000000000", 0, &events(1..=20, "lang_en")).await;
+    let compact = lake.compact().await;
+    let first = compact.run(day()).await.unwrap();
+    assert_eq!(first.rows_written, 20);
+    stage(
+        &lake,
+        "shardId-000000000000",
+        500,
+        &events(21..=25, "lang_de"),
+    )
+    .await;
+    stage(
+        &lake,
+        "shardId-000000000001",
+        501,
+        &events(26..=30, "lang_en"),
+    )
+    .await;
+    let second = compact.run(day()).await.unwrap();
+    assert_eq!((second.input_objects, second.rows_written), (3, 30));
+    assert_eq!(second.files.len(), 2);
+    assert_each_event_once(&lake, 30).await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_compaction_followed_by_a_rerun_leaves_each_event_once() {
+    let lake = Lake::new("compact-crash").await;
+    // An earlier, complete run of the day.
+    stage(&lake, "shardId-000000000000", 0, &events(1..=10, "lang_en")).await;
+    let compact = lake.compact().await;
+    compact.run(day()).await.unwrap();
+    // Late data arrives; the next run dies after writing some of its files.
+    stage(
+        &lake,
+        "shardId-000000000000",
+        5,
+        &events(11..=20, "lang_fr"),
+    )
+    .await;
+    stage(
+        &lake,
+        "shardId-000000000001",
+        6,
+        &events(21..=30, "lang_en"),
+    )
+    .await;
+    let mut crashing = lake.compact().await;
+    crashing.objects = lake.sabotaged_store("language=lang_fr", false).await;
+    assert!(crashing.run(day()).await.is_err());
+    // Re-run: the result is the same as if nothing had happened.
+    let report = compact.run(day()).await.unwrap();
+    assert_eq!(report.rows_written, 30);
+    assert_eq!(lake.keys("processed/").await, report.files);
+    assert_each_event_once(&lake, 30).await;
+}
+
+#[tokio::test]
+async fn big_files_go_up_as_s3_multipart_uploads() {
+    let lake = Lake::new("compact-multipart").await;
+    const EVENTS: u64 = 150_000;
+    let body: Vec<(u64, Vec<u8>)> = (1..=EVENTS)
+        .map(|n| {
+            let event = json!({
+                "event_uuid": scrambled_uuid(n), "created_at": 1712844605.5, "event_name": "game:resumed",
+                "event_specifics": {"language_id": "lang_en", "session_id": scrambled_uuid(n + EVENTS), "score": n % 100}
+            });
+            (n, event.to_string().into_bytes())
+        })
+        .collect();
+    stage(&lake, "shardId-000000000000", 0, &body).await;
+    let mut compact = lake.compact().await;
+    compact.settings.part_size = pipeline::ports::MIN_PART_SIZE;
+    compact.settings.row_group_rows = 20_000;
+    let started = Instant::now();
+    let report = compact.run(day()).await.unwrap();
+    eprintln!(
+        "compacted {EVENTS} events in {:.2} s (debug build)",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(report.rows_written, EVENTS);
+    assert!(
+        report.parquet_bytes > pipeline::ports::MIN_PART_SIZE as u64,
+        "the file ({} bytes) must need more than one part",
+        report.parquet_bytes
+    );
+    let head = lake
+        .s3
+        .head_object()
+        .bucket(&lake.bucket)
+        .key(&report.files[0])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        head.e_tag().unwrap().contains('-'),
+        "a multipart ETag: {:?}",
+        head.e_tag()
+    );
+    let view = lake.inspect_processed().await;
+    assert_eq!(view["files"][0]["rows"], EVENTS);
+    assert!(view["files"][0]["row_groups"].as_u64().unwrap() >= 7);
+}
