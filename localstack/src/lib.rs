@@ -2,5 +2,6 @@
 //! resource provisioning for a local emulator, and (with the demo) a local Kinesis event source
 //! mapping.
 
+pub mod esm;
 pub mod provision;
 pub mod runtime_api;

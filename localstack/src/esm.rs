@@ -1,0 +1,427 @@
+//! A local Kinesis event source mapping: what Lambda does between a stream and a function, for the
+//! emulator, which has none. Per shard it reads from the trim horizon (or its checkpoint), gathers
+//! batches (batch size, batching window), and hands them to the function through the Runtime API:
+//!
+//! - `ReportBatchItemFailures`: a response naming sequence numbers means "retry from the lowest";
+//! - a function error (or crash, or time-out) retries the batch, split in half when bisecting;
+//! - after `max_retries` the records are given up and described in an on-failure record;
+//! - it checkpoints after every settled batch and stops when the stream is drained.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use pipeline::lambda_payload::{kinesis_event, StreamRecord};
+use pipeline::layout::compare_sequence_numbers;
+use serde_json::{json, Value};
+
+use crate::runtime_api::{LambdaProcess, Outcome};
+
+/// Something that can be invoked with a Lambda payload.
+#[async_trait]
+pub trait Function: Send {
+    async fn invoke(&mut self, payload: &Value) -> anyhow::Result<Outcome>;
+}
+
+/// A function process behind the Runtime API, with the mapping's invocation time-out.
+pub struct TimedProcess {
+    pub process: LambdaProcess,
+    pub timeout: Duration,
+}
+
+#[async_trait]
+impl Function for TimedProcess {
+    async fn invoke(&mut self, payload: &Value) -> anyhow::Result<Outcome> {
+        self.process.invoke(payload, self.timeout).await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    pub stream_arn: String,
+    /// At most this many records per invocation (Lambda: 1–10,000).
+    pub batch_size: usize,
+    /// How long to gather records before invoking with a partial batch.
+    pub batching_window: Duration,
+    pub max_retries: u32,
+    pub bisect_on_error: bool,
+    /// Where given-up batches are described, one JSON line each (Lambda's on-failure destination).
+    pub on_failure: PathBuf,
+    /// Where the last settled sequence number of each shard is kept.
+    pub checkpoints: PathBuf,
+}
+
+/// What happened on one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub records_delivered: u64,
+    pub invocations: u64,
+    pub retries: u64,
+    pub bisections: u64,
+    pub records_given_up: u64,
+}
+
+/// Hands `batch` to `function` until every record is settled or given up.
+pub async fn deliver(
+    function: &mut dyn Function,
+    batch: Vec<StreamRecord>,
+    config: &MappingConfig,
+    delivery: &mut Delivery,
+) -> anyhow::Result<()> {
+    // A stack of (records, retries so far): bisected halves are settled first half first.
+    let mut work = vec![(batch, 0u32)];
+    while let Some((mut pending, mut retries)) = work.pop() {
+        while !pending.is_empty() {
+            delivery.invocations += 1;
+            let outcome = function
+                .invoke(&kinesis_event(&pending, &config.stream_arn))
+                .await;
+            let failure = match outcome {
+                Ok(Outcome::Response(response)) => match lowest_reported(&response, &pending) {
+                    Reported::None => {
+                        delivery.records_delivered += pending.len() as u64;
+                        pending.clear();
+                        continue;
+                    }
+                    Reported::From(index) => {
+                        // Everything before the reported record is checkpointed.
+                        delivery.records_delivered += index as u64;
+                        pending.drain(..index);
+                        format!("batchItemFailures from {}", pending[0].sequence_number)
+                    }
+                    Reported::Unknown(detail) => detail,
+                },
+                Ok(Outcome::FunctionError(error)) => format!("function error: {error}"),
+                Err(error) => format!("invocation failed: {error:#}"),
+            };
+            retries += 1;
+            if retries > config.max_retries {
+                give_up(&pending, &failure, retries - 1, config)?;
+                delivery.records_given_up += pending.len() as u64;
+                pending.clear();
+                continue;
+            }
+            delivery.retries += 1;
+            tracing::warn!(shard = pending[0].shard_id, retries, %failure, "retrying batch");
+            let is_error = !failure.starts_with("batchItemFailures");
+            if is_error && config.bisect_on_error && pending.len() > 1 {
+                delivery.bisections += 1;
+                let second = pending.split_off(pending.len() / 2);
+                work.push((second, retries));
+                work.push((std::mem::take(&mut pending), retries));
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Reported {
+    None,
+    /// Retry from this index of the batch.
+    From(usize),
+    /// A response Lambda cannot act on: the whole batch is retried.
+    Unknown(String),
+}
+
+fn lowest_reported(response: &Value, batch: &[StreamRecord]) -> Reported {
+    let Some(failures) = response.get("batchItemFailures").and_then(Value::as_array) else {
+        return Reported::None;
+    };
+    let identifiers: Option<Vec<&str>> = failures
+        .iter()
+        .map(|f| f.get("itemIdentifier").and_then(Value::as_str))
+        .collect();
+    let Some(identifiers) = identifiers else {
+        return Reported::Unknown(format!("malformed batchItemFailures: {response}"));
+    };
+    let Some(lowest) = identifiers
+        .into_iter()
+        .min_by(|a, b| compare_sequence_numbers(a, b))
+    else {
+        return Reported::None;
+    };
+    match batch.iter().position(|r| r.sequence_number == lowest) {
+        Some(index) => Reported::From(index),
+        None => Reported::Unknown(format!(
+            "batchItemFailures names {lowest}, not in the batch"
+        )),
+    }
+}
+
+/// Appends the on-failure record for records the mapping stops retrying.
+fn give_up(
+    records: &[StreamRecord],
+    reason: &str,
+    retries: u32,
+    config: &MappingConfig,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (first, last) = (&records[0], &records[records.len() - 1]);
+    let line = json!({
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": retries + 1},
+        "reason": reason,
+        "KinesisBatchInfo": {
+            "shardId": first.shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+            "batchSize": records.len(),
+            "streamArn": config.stream_arn,
+        }
+    });
+    tracing::error!(%line, "giving up on records");
+    if let Some(dir) = config.on_failure.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.on_failure)
+        .with_context(|| format!("opening {}", config.on_failure.display()))?;
+    writeln!(file, "{line}")?;
+    Ok(())
+}
+
+fn read_checkpoint(config: &MappingConfig, shard_id: &str) -> Option<String> {
+    let text = std::fs::read_to_string(&config.checkpoints).ok()?;
+    let all: Value = serde_json::from_str(&text).ok()?;
+    all.get(&config.stream_arn)?
+        .get(shard_id)?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn write_checkpoint(config: &MappingConfig, shard_id: &str, sequence: &str) -> anyhow::Result<()> {
+    // Shards run concurrently; the file is small, so a lock around read-modify-write is enough.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut all: Value = std::fs::read_to_string(&config.checkpoints)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({}));
+    all[&config.stream_arn][shard_id] = json!(sequence);
+    if let Some(dir) = config.checkpoints.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = config.checkpoints.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)?;
+    std::fs::rename(&tmp, &config.checkpoints)?;
+    Ok(())
+}
+
+/// Polls one shard from its checkpoint (or the trim horizon) and delivers its records until the
+/// shard is drained and `producer_done` says nothing more is coming.
+pub async fn run_shard(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+    function: &mut dyn Function,
+    config: &MappingConfig,
+    producer_done: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Delivery> {
+    let mut request = kinesis
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard_id);
+    request = match read_checkpoint(config, shard_id) {
+        Some(sequence) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(sequence),
+        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    let mut iterator = request.send().await?.shard_iterator;
+    let mut delivery = Delivery::default();
+    let mut buffer: Vec<StreamRecord> = Vec::new();
+    let mut gathering_since = Instant::now();
+    while let Some(current) = iterator.take() {
+        let output = kinesis
+            .get_records()
+            .shard_iterator(current)
+            .limit(config.batch_size.clamp(1, 10_000) as i32)
+            .send()
+            .await
+            .with_context(|| format!("GetRecords on {shard_id}"))?;
+        iterator = output.next_shard_iterator().map(str::to_string);
+        let caught_up =
+            output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
+        if buffer.is_empty() {
+            gathering_since = Instant::now();
+        }
+        buffer.extend(output.records().iter().map(|r| {
+            StreamRecord {
+                shard_id: shard_id.to_string(),
+                sequence_number: r.sequence_number().to_string(),
+                partition_key: r.partition_key().unwrap_or_default().to_string(),
+                approximate_arrival_ms: r
+                    .approximate_arrival_timestamp()
+                    .map_or(0, |t| t.to_millis().unwrap_or(0)),
+                data: r.data().as_ref().to_vec(),
+            }
+        }));
+        let window_over = gathering_since.elapsed() >= config.batching_window;
+        while buffer.len() >= config.batch_size
+            || (!buffer.is_empty() && (caught_up || window_over || iterator.is_none()))
+        {
+            let take = buffer.len().min(config.batch_size);
+            let batch: Vec<StreamRecord> = buffer.drain(..take).collect();
+            let last = batch[batch.len() - 1].sequence_number.clone();
+            deliver(function, batch, config, &mut delivery).await?;
+            write_checkpoint(config, shard_id, &last)?;
+            gathering_since = Instant::now();
+        }
+        if caught_up {
+            if *producer_done.borrow() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(delivery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Answers from a script and remembers the first sequence number of each batch it was given.
+    struct Scripted {
+        answers: VecDeque<anyhow::Result<Outcome>>,
+        batches: Vec<(String, usize)>,
+    }
+
+    #[async_trait]
+    impl Function for Scripted {
+        async fn invoke(&mut self, payload: &Value) -> anyhow::Result<Outcome> {
+            let records = payload["Records"].as_array().unwrap();
+            let first = records[0]["kinesis"]["sequenceNumber"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            self.batches.push((first, records.len()));
+            self.answers
+                .pop_front()
+                .unwrap_or_else(|| Ok(Outcome::Response(json!({"batchItemFailures": []}))))
+        }
+    }
+
+    fn records(n: u64) -> Vec<StreamRecord> {
+        (1..=n)
+            .map(|s| pipeline::fixtures::record(0, s, 0, b"{}".to_vec()))
+            .collect()
+    }
+
+    fn config(dir: &std::path::Path, max_retries: u32) -> MappingConfig {
+        MappingConfig {
+            stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/test".into(),
+            batch_size: 100,
+            batching_window: Duration::ZERO,
+            max_retries,
+            bisect_on_error: true,
+            on_failure: dir.join("on-failure.ndjson"),
+            checkpoints: dir.join("checkpoints.json"),
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("esm-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn failures(from: &str) -> anyhow::Result<Outcome> {
+        Ok(Outcome::Response(
+            json!({"batchItemFailures": [{"itemIdentifier": from}, {"itemIdentifier": "9"}]}),
+        ))
+    }
+
+    #[tokio::test]
+    async fn reported_failures_are_retried_from_the_lowest_sequence_number() {
+        let dir = temp_dir("partial");
+        let mut function = Scripted {
+            answers: VecDeque::from([failures("4")]),
+            batches: vec![],
+        };
+        let mut delivery = Delivery::default();
+        deliver(&mut function, records(10), &config(&dir, 3), &mut delivery)
+            .await
+            .unwrap();
+        assert_eq!(
+            function.batches,
+            [("1".to_string(), 10), ("4".to_string(), 7)]
+        );
+        assert_eq!(
+            delivery,
+            Delivery {
+                records_delivered: 10,
+                invocations: 2,
+                retries: 1,
+                ..Delivery::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn errors_bisect_the_batch() {
+        let dir = temp_dir("bisect");
+        let error = || Ok(Outcome::FunctionError(json!({"errorMessage": "boom"})));
+        let mut function = Scripted {
+            answers: VecDeque::from([error(), error()]),
+            batches: vec![],
+        };
+        let mut delivery = Delivery::default();
+        deliver(&mut function, records(8), &config(&dir, 5), &mut delivery)
+            .await
+            .unwrap();
+        // 1..8 fails, 1..4 fails, then 1..2, 3..4 and 5..8 succeed.
+        let firsts: Vec<_> = function
+            .batches
+            .iter()
+            .map(|(f, n)| (f.as_str(), *n))
+            .collect();
+        assert_eq!(firsts, [("1", 8), ("1", 4), ("1", 2), ("3", 2), ("5", 4)]);
+        assert_eq!(delivery.records_delivered, 8);
+        assert_eq!(delivery.bisections, 2);
+    }
+
+    #[tokio::test]
+    async fn records_are_given_up_after_the_maximum_retries_with_an_on_failure_record() {
+        let dir = temp_dir("give-up");
+        let crash = || Err(anyhow::anyhow!("process exited"));
+        let mut function = Scripted {
+            answers: VecDeque::from([failures("3"), crash(), crash()]),
+            batches: vec![],
+        };
+        let mut cfg = config(&dir, 2);
+        cfg.bisect_on_error = false;
+        let mut delivery = Delivery::default();
+        deliver(&mut function, records(5), &cfg, &mut delivery)
+            .await
+            .unwrap();
+        assert_eq!(
+            (delivery.records_delivered, delivery.records_given_up),
+            (2, 3)
+        );
+        let line: Value =
+            serde_json::from_str(std::fs::read_to_string(&cfg.on_failure).unwrap().trim()).unwrap();
+        assert_eq!(line["KinesisBatchInfo"]["startSequenceNumber"], "3");
+        assert_eq!(line["KinesisBatchInfo"]["endSequenceNumber"], "5");
+        assert_eq!(
+            line["requestContext"]["condition"],
+            "RetryAttemptsExhausted"
+        );
+    }
+
+    #[test]
+    fn checkpoints_are_kept_per_stream_and_shard() {
+        let dir = temp_dir("checkpoints");
+        let cfg = config(&dir, 0);
+        assert_eq!(read_checkpoint(&cfg, "shardId-1"), None);
+        write_checkpoint(&cfg, "shardId-1", "17").unwrap();
+        write_checkpoint(&cfg, "shardId-2", "4").unwrap();
+        write_checkpoint(&cfg, "shardId-1", "19").unwrap();
+        assert_eq!(read_checkpoint(&cfg, "shardId-1").as_deref(), Some("19"));
+        assert_eq!(read_checkpoint(&cfg, "shardId-2").as_deref(), Some("4"));
+    }
+}
