@@ -7,9 +7,16 @@ VENV ?= .venv
 export VENV
 PYTHON := $(VENV)/bin/python
 
-.PHONY: help venv build-debug test test-unit lint fmt clean
+# The demo: how many events, and which local AWS (moto, embedded; or localstack, with Docker).
+EVENTS ?= 100000
+LOCAL_AWS ?= moto
+DEMO_ARGS ?=
+
+.PHONY: help venv build-debug demo test test-unit lint fmt clean
 
 help:
+	@echo "make demo      the whole pipeline locally: producer → Kinesis → ingest → compact → Parquet → report"
+	@echo "               (EVENTS=1000000, LOCAL_AWS=localstack, DEMO_ARGS='--kpl 20 --shards 4')"
 	@echo "make test      unit + integration tests against a private moto emulator"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 
@@ -25,6 +32,15 @@ build-debug:
 
 test-unit:
 	cargo test --workspace --lib --bins
+
+# The functions are built in debug: against a local emulator, the emulator is the bottleneck.
+demo: venv
+	cargo build --bins
+ifeq ($(LOCAL_AWS),localstack)
+	localstack/run-localstack.sh cargo run --quiet -p localstack --bin demo -- --events $(EVENTS) $(DEMO_ARGS)
+else
+	scripts/with-moto.sh cargo run --quiet -p localstack --bin demo -- --events $(EVENTS) $(DEMO_ARGS)
+endif
 
 # Integration tests drive the built binaries through the Lambda Runtime API, against moto on a free
 # loopback port that scripts/with-moto.sh starts and always stops.

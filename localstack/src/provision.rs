@@ -91,13 +91,13 @@ pub async fn ensure_dedup_table(
     Ok(())
 }
 
-/// A Kinesis stream with `shards` shards, waited on until ACTIVE.
+/// A Kinesis stream with `shards` shards, waited on until ACTIVE. True when it was created now.
 pub async fn ensure_stream(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     shards: i32,
-) -> anyhow::Result<()> {
-    if kinesis
+) -> anyhow::Result<bool> {
+    let created = if kinesis
         .describe_stream_summary()
         .stream_name(stream)
         .send()
@@ -111,7 +111,10 @@ pub async fn ensure_stream(
             .send()
             .await
             .with_context(|| format!("creating stream {stream}"))?;
-    }
+        true
+    } else {
+        false
+    };
     for _ in 0..100 {
         let summary = kinesis
             .describe_stream_summary()
@@ -122,7 +125,7 @@ pub async fn ensure_stream(
             .stream_description_summary()
             .map(|s| s.stream_status().clone());
         if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
-            return Ok(());
+            return Ok(created);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -1,0 +1,25 @@
+"""Summarises a downloaded processed/ tree with DuckDB, for the demo report (JSON on stdout).
+
+    python lake_summary.py <directory containing processed/>
+"""
+import json
+import pathlib
+import sys
+
+import duckdb
+
+root = pathlib.Path(sys.argv[1])
+glob = str(root / "processed" / "**" / "*.parquet")
+out = {"partitions": [], "by_language_and_type": [], "rows": 0, "distinct_ids": 0}
+if any(root.rglob("*.parquet")):
+    con = duckdb.connect()
+    lake = f"read_parquet('{glob}', hive_partitioning = true, filename = true)"
+    out["partitions"] = [list(r) for r in con.execute(
+        f"SELECT format('{{}}-{{}}-{{}}', year, month, day) AS day, coalesce(language, '(none)'), "
+        f"count(DISTINCT filename), count(*) FROM {lake} GROUP BY ALL ORDER BY ALL").fetchall()]
+    out["by_language_and_type"] = [list(r) for r in con.execute(
+        f"SELECT coalesce(language, '(none)') AS language, event_type, count(*) AS events "
+        f"FROM {lake} GROUP BY ALL ORDER BY language, event_type").fetchall()]
+    out["rows"], out["distinct_ids"] = con.execute(
+        f"SELECT count(*), count(DISTINCT event_uuid) FROM {lake}").fetchone()
+print(json.dumps(out))
