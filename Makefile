@@ -12,7 +12,7 @@ EVENTS ?= 100000
 LOCAL_AWS ?= moto
 DEMO_ARGS ?=
 
-.PHONY: help venv build-debug demo test test-unit lint fmt clean
+.PHONY: help venv build-debug demo test test-unit infra-check lint fmt clean
 
 help:
 	@echo "make demo      the whole pipeline locally: producer → Kinesis → ingest → compact → Parquet → report"
@@ -22,9 +22,9 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt requirements-infra.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -r requirements-infra.txt
 	touch $@
 
 build-debug:
@@ -44,8 +44,12 @@ endif
 
 # Integration tests drive the built binaries through the Lambda Runtime API, against moto on a free
 # loopback port that scripts/with-moto.sh starts and always stops.
-test: venv build-debug
+test: venv build-debug infra-check
 	scripts/with-moto.sh cargo test --workspace
+
+# Terraform fmt/validate/plan with fake credentials, plan assertions and checkov, all offline.
+infra-check: venv
+	PIPELINE_PYTHON=$(abspath $(VENV))/bin/python infra/check.sh
 
 lint:
 	cargo fmt --all -- --check

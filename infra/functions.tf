@@ -1,0 +1,317 @@
+# The two Lambda functions, their least-privilege roles and logs, the Kinesis event source mapping
+# and the daily compaction schedule.
+
+data "aws_iam_policy_document" "lambda_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_cloudwatch_log_group" "ingest" {
+  name              = "/aws/lambda/${local.ingest_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.pipeline.arn
+}
+
+resource "aws_cloudwatch_log_group" "compact" {
+  name              = "/aws/lambda/${local.compact_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.pipeline.arn
+}
+
+# ---- ingest: read the stream, claim ids, write staging/ and quarantine/ ----
+
+resource "aws_iam_role" "ingest" {
+  name               = local.ingest_name
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+data "aws_iam_policy_document" "ingest" {
+  statement {
+    sid = "ReadTheStream"
+    actions = [
+      "kinesis:DescribeStream",
+      "kinesis:DescribeStreamSummary",
+      "kinesis:GetRecords",
+      "kinesis:GetShardIterator",
+      "kinesis:ListShards",
+      "kinesis:SubscribeToShard",
+    ]
+    resources = [local.stream_arn]
+  }
+  statement {
+    sid       = "ListStreams"
+    actions   = ["kinesis:ListStreams"]
+    resources = ["arn:${local.partition}:kinesis:${var.region}:${local.account_id}:stream/*"]
+  }
+  statement {
+    sid       = "ClaimEventIds"
+    actions   = ["dynamodb:PutItem"]
+    resources = [local.table_arn]
+  }
+  statement {
+    sid       = "WriteStagingAndQuarantine"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.bucket_arn}/staging/*", "${local.bucket_arn}/quarantine/*"]
+  }
+  statement {
+    sid       = "UseThePipelineKey"
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+    resources = [local.keys_arn]
+    condition {
+      test     = "ForAnyValue:StringEquals"
+      variable = "kms:ResourceAliases"
+      values   = [local.key_alias]
+    }
+  }
+  statement {
+    sid       = "ReportFailedBatches"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
+    resources = ["${local.queue_arn}-ingest-on-failure"]
+  }
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${local.logs_arn}/${local.ingest_name}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "ingest" {
+  name   = "ingest"
+  role   = aws_iam_role.ingest.id
+  policy = data.aws_iam_policy_document.ingest.json
+}
+
+resource "aws_lambda_function" "ingest" {
+  #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (Kinesis, DynamoDB, S3); a VPC would add NAT or endpoints and cold-start latency for nothing.
+  #checkov:skip=CKV_AWS_272:Code signing needs an account-level signing profile; the zip is built by CI from this repository.
+  #checkov:skip=CKV_AWS_116:A stream-triggered function has no asynchronous invocations: failed batches go to the event source mapping's on-failure queue.
+  #checkov:skip=CKV_AWS_115:Concurrency is bounded by shards x parallelization factor; reserving it could fail in small accounts.
+  function_name    = local.ingest_name
+  role             = aws_iam_role.ingest.arn
+  runtime          = "provided.al2023"
+  architectures    = ["arm64"]
+  handler          = "bootstrap"
+  filename         = var.ingest_zip
+  source_code_hash = fileexists(var.ingest_zip) ? filebase64sha256(var.ingest_zip) : null
+  memory_size      = var.ingest_memory_mb
+  timeout          = var.ingest_timeout_seconds
+  kms_key_arn      = aws_kms_key.pipeline.arn
+
+  environment {
+    variables = merge(local.common_environment, {
+      DEDUP_TABLE       = local.table_name
+      DEDUP_TTL_SECONDS = tostring(var.dedup_ttl_seconds)
+    })
+  }
+
+  tracing_config {
+    mode = "PassThrough"
+  }
+
+  depends_on = [aws_cloudwatch_log_group.ingest, aws_iam_role_policy.ingest]
+}
+
+resource "aws_sqs_queue" "ingest_on_failure" {
+  name                      = "${var.name}-ingest-on-failure"
+  message_retention_seconds = 1209600
+  sqs_managed_sse_enabled   = true
+}
+
+resource "aws_lambda_event_source_mapping" "ingest" {
+  function_name                      = aws_lambda_function.ingest.arn
+  event_source_arn                   = aws_kinesis_stream.events.arn
+  starting_position                  = "TRIM_HORIZON"
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.batching_window_seconds
+  parallelization_factor             = var.parallelization_factor
+  maximum_retry_attempts             = var.maximum_retry_attempts
+  maximum_record_age_in_seconds      = var.maximum_record_age_seconds
+  bisect_batch_on_function_error     = true
+  function_response_types            = ["ReportBatchItemFailures"]
+
+  destination_config {
+    on_failure {
+      destination_arn = aws_sqs_queue.ingest_on_failure.arn
+    }
+  }
+}
+
+# ---- compact: read staging/, write and delete processed/, write quarantine/ ----
+
+resource "aws_iam_role" "compact" {
+  name               = local.compact_name
+  assume_role_policy = data.aws_iam_policy_document.lambda_assume.json
+}
+
+data "aws_iam_policy_document" "compact" {
+  statement {
+    sid       = "ListStagingAndProcessed"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["staging/*", "processed/*", "processed/"]
+    }
+  }
+  statement {
+    sid       = "ReadStaging"
+    actions   = ["s3:GetObject"]
+    resources = ["${local.bucket_arn}/staging/*"]
+  }
+  statement {
+    sid       = "WriteAndReplaceProcessed"
+    actions   = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = ["${local.bucket_arn}/processed/*"]
+  }
+  statement {
+    sid       = "QuarantineBadLines"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.bucket_arn}/quarantine/*"]
+  }
+  statement {
+    sid       = "UseThePipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [local.keys_arn]
+    condition {
+      test     = "ForAnyValue:StringEquals"
+      variable = "kms:ResourceAliases"
+      values   = [local.key_alias]
+    }
+  }
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = ["${local.queue_arn}-compact-dead-letters"]
+  }
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${local.logs_arn}/${local.compact_name}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "compact" {
+  name   = "compact"
+  role   = aws_iam_role.compact.id
+  policy = data.aws_iam_policy_document.compact.json
+}
+
+resource "aws_sqs_queue" "compact_dead_letters" {
+  name                      = "${var.name}-compact-dead-letters"
+  message_retention_seconds = 1209600
+  sqs_managed_sse_enabled   = true
+}
+
+resource "aws_lambda_function" "compact" {
+  #checkov:skip=CKV_AWS_117:The function only calls S3; a VPC would add NAT or endpoints for nothing.
+  #checkov:skip=CKV_AWS_272:Code signing needs an account-level signing profile; the zip is built by CI from this repository.
+  function_name                  = local.compact_name
+  role                           = aws_iam_role.compact.arn
+  runtime                        = "provided.al2023"
+  architectures                  = ["arm64"]
+  handler                        = "bootstrap"
+  filename                       = var.compact_zip
+  source_code_hash               = fileexists(var.compact_zip) ? filebase64sha256(var.compact_zip) : null
+  memory_size                    = var.compact_memory_mb
+  timeout                        = var.compact_timeout_seconds
+  kms_key_arn                    = aws_kms_key.pipeline.arn
+  reserved_concurrent_executions = 1 # one compaction at a time: two runs of a day would race on its part files
+
+  environment {
+    variables = local.common_environment
+  }
+
+  dead_letter_config {
+    target_arn = aws_sqs_queue.compact_dead_letters.arn
+  }
+
+  tracing_config {
+    mode = "PassThrough"
+  }
+
+  depends_on = [aws_cloudwatch_log_group.compact, aws_iam_role_policy.compact]
+}
+
+# ---- the daily schedule: compact the day before ----
+
+data "aws_iam_policy_document" "scheduler_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  name               = "${var.name}-scheduler"
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume.json
+}
+
+data "aws_iam_policy_document" "scheduler" {
+  statement {
+    sid       = "InvokeCompact"
+    actions   = ["lambda:InvokeFunction"]
+    resources = ["arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.compact_name}"]
+  }
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = ["${local.queue_arn}-compact-dead-letters"]
+  }
+  statement {
+    sid       = "DecryptTheSchedule"
+    actions   = ["kms:Decrypt"]
+    resources = [local.keys_arn]
+    condition {
+      test     = "ForAnyValue:StringEquals"
+      variable = "kms:ResourceAliases"
+      values   = [local.key_alias]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  name   = "invoke-compact"
+  role   = aws_iam_role.scheduler.id
+  policy = data.aws_iam_policy_document.scheduler.json
+}
+
+resource "aws_scheduler_schedule" "compact_daily" {
+  name                         = "${var.name}-compact-daily"
+  schedule_expression          = var.compact_schedule
+  schedule_expression_timezone = "UTC"
+  kms_key_arn                  = aws_kms_key.pipeline.arn
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = aws_lambda_function.compact.arn
+    role_arn = aws_iam_role.scheduler.arn
+    # The contract's scheduled payload: compact the UTC day before `time`.
+    input = jsonencode({ time = "<aws.scheduler.scheduled-time>", source = "aws.scheduler" })
+
+    retry_policy {
+      maximum_retry_attempts       = 3
+      maximum_event_age_in_seconds = 3600
+    }
+
+    dead_letter_config {
+      arn = aws_sqs_queue.compact_dead_letters.arn
+    }
+  }
+}

@@ -1,0 +1,52 @@
+output "stream_name" {
+  description = "Put events here (PutRecords, or the KPL)."
+  value       = aws_kinesis_stream.events.name
+}
+
+output "stream_arn" {
+  value = aws_kinesis_stream.events.arn
+}
+
+output "bucket" {
+  description = "The data lake: staging/, quarantine/, processed/."
+  value       = aws_s3_bucket.lake.bucket
+}
+
+output "dedup_table" {
+  value = aws_dynamodb_table.dedup.name
+}
+
+output "ingest_function" {
+  value = aws_lambda_function.ingest.function_name
+}
+
+output "compact_function" {
+  value = aws_lambda_function.compact.function_name
+}
+
+output "ingest_on_failure_queue" {
+  description = "Batches the event source mapping gave up on."
+  value       = aws_sqs_queue.ingest_on_failure.url
+}
+
+output "compact_dead_letter_queue" {
+  value = aws_sqs_queue.compact_dead_letters.url
+}
+
+output "alarm_topic" {
+  value = aws_sns_topic.alarms.arn
+}
+
+output "dashboard_url" {
+  value = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards:name=${aws_cloudwatch_dashboard.pipeline.dashboard_name}"
+}
+
+output "athena_table" {
+  description = "Query with Athena: SELECT * FROM <this> WHERE year = 2024 AND month = 4 AND day = 11"
+  value       = "${aws_glue_catalog_database.lake.name}.${aws_glue_catalog_table.events.name}"
+}
+
+output "kms_key" {
+  description = "Readers of the lake (Athena users) need kms:Decrypt on this key."
+  value       = aws_kms_key.pipeline.arn
+}

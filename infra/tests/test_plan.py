@@ -1,0 +1,179 @@
+"""Assertions on `terraform show -json` of an offline plan (PLAN_JSON): the promises of the contract
+and of least privilege, checked before anything is deployed."""
+import json
+import os
+import unittest
+
+with open(os.environ["PLAN_JSON"]) as plan_file:
+    PLAN = json.load(plan_file)
+RESOURCES = {r["address"]: r["change"]["after"] for r in PLAN["resource_changes"]}
+BUCKET = "arn:aws:s3:::event-pipeline-lake-123456789012-eu-west-1"
+
+
+def resource(address):
+    return RESOURCES[address]
+
+
+def policy(address):
+    doc = json.loads(resource(address)["policy"])
+    return doc["Statement"]
+
+
+def grants(statements):
+    """{action: set(resources)} of the Allow statements."""
+    out = {}
+    for s in statements:
+        if s.get("Effect", "Allow") != "Allow":
+            continue
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        for a in actions:
+            out.setdefault(a, set()).update(resources)
+    return out
+
+
+class EventSourceMapping(unittest.TestCase):
+    def test_reports_batch_item_failures_bisects_and_has_an_on_failure_queue(self):
+        esm = resource("aws_lambda_event_source_mapping.ingest")
+        self.assertEqual(esm["function_response_types"], ["ReportBatchItemFailures"])
+        self.assertTrue(esm["bisect_batch_on_function_error"])
+        self.assertEqual(esm["starting_position"], "TRIM_HORIZON")
+        self.assertEqual(esm["batch_size"], 1000)
+        self.assertEqual(esm["maximum_retry_attempts"], 10)
+        self.assertEqual(esm["maximum_record_age_in_seconds"], 86400)
+        self.assertEqual(esm["parallelization_factor"], 1)
+        self.assertEqual(len(esm["destination_config"][0]["on_failure"]), 1)
+        self.assertTrue(resource("aws_sqs_queue.ingest_on_failure")["sqs_managed_sse_enabled"])
+
+
+class DedupTable(unittest.TestCase):
+    def test_key_ttl_recovery_and_encryption(self):
+        table = resource("aws_dynamodb_table.dedup")
+        self.assertEqual(table["hash_key"], "event_uuid")
+        self.assertEqual(table["attribute"], [{"name": "event_uuid", "type": "S"}])
+        self.assertEqual(table["ttl"], [{"attribute_name": "expires_at", "enabled": True}])
+        self.assertEqual(table["billing_mode"], "PAY_PER_REQUEST")
+        self.assertTrue(table["point_in_time_recovery"][0]["enabled"])
+        self.assertTrue(table["server_side_encryption"][0]["enabled"])
+
+
+class Functions(unittest.TestCase):
+    def test_runtime_architecture_and_contract_environment(self):
+        for name in ("ingest", "compact"):
+            fn = resource(f"aws_lambda_function.{name}")
+            self.assertEqual(fn["runtime"], "provided.al2023")
+            self.assertEqual(fn["architectures"], ["arm64"])
+            env = fn["environment"][0]["variables"]
+            self.assertEqual(env["DATA_LAKE_BUCKET"], "event-pipeline-lake-123456789012-eu-west-1")
+            self.assertEqual(env["METRICS_SINK"], "emf")
+            self.assertEqual(env["STAGING_PREFIX"], "staging")
+        ingest = resource("aws_lambda_function.ingest")["environment"][0]["variables"]
+        self.assertEqual(ingest["DEDUP_TABLE"], "event-pipeline-dedup")
+        self.assertEqual(ingest["DEDUP_TTL_SECONDS"], "604800")
+        self.assertNotIn("DEDUP_TABLE", resource("aws_lambda_function.compact")["environment"][0]["variables"])
+
+    def test_log_groups_keep_logs_a_year(self):
+        for name in ("ingest", "compact"):
+            group = resource(f"aws_cloudwatch_log_group.{name}")
+            self.assertEqual(group["name"], f"/aws/lambda/event-pipeline-{name}")
+            self.assertEqual(group["retention_in_days"], 365)
+
+
+class LeastPrivilege(unittest.TestCase):
+    def test_ingest_reads_the_stream_claims_ids_and_writes_only_staging_and_quarantine(self):
+        g = grants(policy("aws_iam_role_policy.ingest"))
+        self.assertEqual(g["dynamodb:PutItem"], {"arn:aws:dynamodb:eu-west-1:123456789012:table/event-pipeline-dedup"})
+        self.assertEqual(g["s3:PutObject"], {f"{BUCKET}/staging/*", f"{BUCKET}/quarantine/*"})
+        self.assertEqual(g["kinesis:GetRecords"], {"arn:aws:kinesis:eu-west-1:123456789012:stream/event-pipeline-events"})
+        self.assertFalse(any(a.startswith("s3:") and a != "s3:PutObject" for a in g), g.keys())
+        self.assertFalse(any(a.startswith("dynamodb:") and a != "dynamodb:PutItem" for a in g))
+
+    def test_compact_reads_staging_replaces_processed_and_quarantines(self):
+        g = grants(policy("aws_iam_role_policy.compact"))
+        self.assertEqual(g["s3:GetObject"], {f"{BUCKET}/staging/*"})
+        self.assertEqual(g["s3:DeleteObject"], {f"{BUCKET}/processed/*"})
+        self.assertEqual(g["s3:PutObject"], {f"{BUCKET}/processed/*", f"{BUCKET}/quarantine/*"})
+        self.assertEqual(g["s3:ListBucket"], {BUCKET})
+        self.assertFalse(any(a.startswith(("dynamodb:", "kinesis:")) for a in g))
+
+    def test_no_statement_grants_everything(self):
+        for address in ("aws_iam_role_policy.ingest", "aws_iam_role_policy.compact", "aws_iam_role_policy.scheduler"):
+            for action, resources in grants(policy(address)).items():
+                self.assertNotIn("*", resources, f"{address}: {action}")
+                self.assertFalse(action.endswith(":*"), f"{address}: {action}")
+
+    def test_kms_use_is_scoped_to_the_pipeline_key(self):
+        for address in ("aws_iam_role_policy.ingest", "aws_iam_role_policy.compact"):
+            kms = [s for s in policy(address) if s["Sid"] == "UseThePipelineKey"][0]
+            self.assertEqual(kms["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], "alias/event-pipeline")
+
+
+class Schedule(unittest.TestCase):
+    def test_compacts_the_previous_day_daily_with_retries_and_dead_letters(self):
+        schedule = resource("aws_scheduler_schedule.compact_daily")
+        self.assertEqual(schedule["schedule_expression"], "cron(15 0 * * ? *)")
+        self.assertEqual(schedule["schedule_expression_timezone"], "UTC")
+        target = schedule["target"][0]
+        self.assertEqual(json.loads(target["input"])["time"], "<aws.scheduler.scheduled-time>")
+        self.assertEqual(target["retry_policy"][0]["maximum_retry_attempts"], 3)
+        self.assertEqual(len(target["dead_letter_config"]), 1)
+        g = grants(policy("aws_iam_role_policy.scheduler"))
+        self.assertEqual(g["lambda:InvokeFunction"], {"arn:aws:lambda:eu-west-1:123456789012:function:event-pipeline-compact"})
+
+
+class Lake(unittest.TestCase):
+    def test_bucket_is_private_encrypted_tls_only_and_expires_staging(self):
+        block = resource("aws_s3_bucket_public_access_block.lake")
+        self.assertTrue(all(block[k] for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")))
+        sse = resource("aws_s3_bucket_server_side_encryption_configuration.lake")["rule"][0]
+        self.assertEqual(sse["apply_server_side_encryption_by_default"][0]["sse_algorithm"], "aws:kms")
+        deny = policy("aws_s3_bucket_policy.lake")[0]
+        self.assertEqual(deny["Effect"], "Deny")
+        self.assertEqual(deny["Condition"]["Bool"]["aws:SecureTransport"], "false")
+        rules = {r["id"]: r for r in resource("aws_s3_bucket_lifecycle_configuration.lake")["rule"]}
+        self.assertEqual(rules["expire-staging"]["expiration"][0]["days"], 14)
+        self.assertEqual(rules["expire-staging"]["filter"][0]["prefix"], "staging/")
+        self.assertEqual(rules["expire-quarantine"]["expiration"][0]["days"], 90)
+        self.assertNotIn("expiration", [k for k, v in rules["processed-old-versions"].items() if v])
+
+    def test_stream_is_encrypted_and_on_demand_by_default(self):
+        stream = resource("aws_kinesis_stream.events")
+        self.assertEqual(stream["encryption_type"], "KMS")
+        self.assertEqual(stream["stream_mode_details"], [{"stream_mode": "ON_DEMAND"}])
+
+    def test_glue_table_projects_partitions_and_follows_the_catalogue(self):
+        table = resource("aws_glue_catalog_table.events")
+        params = table["parameters"]
+        self.assertEqual(params["projection.enabled"], "true")
+        self.assertEqual(params["projection.language.type"], "injected")
+        self.assertEqual(
+            params["storage.location.template"],
+            "s3://event-pipeline-lake-123456789012-eu-west-1/processed/year=${year}/month=${month}/day=${day}/language=${language}",
+        )
+        columns = {c["name"]: c["type"] for c in table["storage_descriptor"][0]["columns"]}
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "events", "catalogue.json")) as f:
+            catalogue = json.load(f)
+        types = {"string": "string", "integer": "bigint", "number": "double", "boolean": "boolean"}
+        for name, field in catalogue["fields"].items():
+            self.assertEqual(columns[name], types[field["type"]], name)
+        self.assertEqual(columns["created_at"], "timestamp")
+        self.assertEqual([p["name"] for p in table["partition_keys"]], ["year", "month", "day", "language"])
+
+
+class Observability(unittest.TestCase):
+    def test_dashboard_shows_the_pipeline_metrics(self):
+        body = resource("aws_cloudwatch_dashboard.pipeline")["dashboard_body"]
+        for metric in ("Invocations", "Errors", "Duration", "IteratorAge", "IncomingRecords", "EventsWritten",
+                       "DuplicatesDropped", "RecordsQuarantined", "EventsCompacted"):
+            self.assertIn(f'"{metric}"', body, metric)
+
+    def test_alarms_cover_lag_errors_dead_letters_and_quarantine_rate(self):
+        alarms = {r["alarm_name"] for a, r in RESOURCES.items() if a.startswith("aws_cloudwatch_metric_alarm.")}
+        self.assertTrue({"event-pipeline-ingest-iterator-age", "event-pipeline-ingest-errors", "event-pipeline-compact-errors",
+                         "event-pipeline-ingest-on-failure-depth", "event-pipeline-compact-dead-letters-depth",
+                         "event-pipeline-ingest-quarantine-rate"} <= alarms, alarms)
+        self.assertEqual(resource('aws_sns_topic_subscription.alarm_email[0]')["endpoint"], "ops@example.com")
+
+
+if __name__ == "__main__":
+    unittest.main()

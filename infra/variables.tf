@@ -1,0 +1,145 @@
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "event-pipeline"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,30}$", var.name))
+    error_message = "name must be 3-31 lower-case letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "AWS region to deploy to."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "account_id" {
+  description = "AWS account id. Leave null to look it up (STS); set it for offline plans."
+  type        = string
+  default     = null
+}
+
+variable "local_endpoint" {
+  description = "An emulator endpoint (LocalStack: http://localhost:4566). When set, every AWS service the stack uses is pointed at it and credential checks are skipped."
+  type        = string
+  default     = null
+}
+
+variable "kinesis_shard_count" {
+  description = "Shards for a PROVISIONED stream; null for ON_DEMAND capacity."
+  type        = number
+  default     = null
+}
+
+variable "kinesis_retention_hours" {
+  description = "How long the stream keeps records (24-8760). Keep the dedup TTL above it."
+  type        = number
+  default     = 24
+}
+
+variable "ingest_zip" {
+  description = "Zip of the ingest function (cargo lambda build --release --arm64 --output-format zip)."
+  type        = string
+  default     = "../target/lambda/ingest/bootstrap.zip"
+}
+
+variable "compact_zip" {
+  description = "Zip of the compact function."
+  type        = string
+  default     = "../target/lambda/compact/bootstrap.zip"
+}
+
+variable "ingest_memory_mb" {
+  type    = number
+  default = 512
+}
+
+variable "ingest_timeout_seconds" {
+  type    = number
+  default = 120
+}
+
+variable "compact_memory_mb" {
+  type    = number
+  default = 2048
+}
+
+variable "compact_timeout_seconds" {
+  type    = number
+  default = 900
+}
+
+variable "batch_size" {
+  description = "Event source mapping: records per invocation (1-10000)."
+  type        = number
+  default     = 1000
+}
+
+variable "batching_window_seconds" {
+  description = "Event source mapping: how long to gather a batch (0-300)."
+  type        = number
+  default     = 5
+}
+
+variable "parallelization_factor" {
+  description = "Event source mapping: concurrent batches per shard (1-10)."
+  type        = number
+  default     = 1
+}
+
+variable "maximum_retry_attempts" {
+  type    = number
+  default = 10
+}
+
+variable "maximum_record_age_seconds" {
+  description = "Event source mapping: records older than this go to the on-failure queue (-1: never)."
+  type        = number
+  default     = 86400
+}
+
+variable "dedup_ttl_seconds" {
+  description = "How long a claimed event id blocks duplicates; above the stream's retention."
+  type        = number
+  default     = 604800
+}
+
+variable "staging_expiration_days" {
+  description = "Staging objects expire after this many days (compaction runs daily)."
+  type        = number
+  default     = 14
+}
+
+variable "quarantine_expiration_days" {
+  type    = number
+  default = 90
+}
+
+variable "log_retention_days" {
+  type    = number
+  default = 365
+}
+
+variable "compact_schedule" {
+  description = "When compaction runs (EventBridge Scheduler expression, UTC): it compacts the day before."
+  type        = string
+  default     = "cron(15 0 * * ? *)"
+}
+
+variable "alarm_email" {
+  description = "E-mail address subscribed to the alarms' SNS topic; null for none."
+  type        = string
+  default     = null
+}
+
+variable "iterator_age_alarm_ms" {
+  type    = number
+  default = 600000
+}
+
+variable "quarantine_rate_alarm" {
+  description = "Alarm when more than this share of received records is quarantined over 15 minutes."
+  type        = number
+  default     = 0.05
+}
