@@ -12,13 +12,18 @@ EVENTS ?= 100000
 LOCAL_AWS ?= moto
 DEMO_ARGS ?=
 
-.PHONY: help venv build-debug demo test test-unit infra-check lint fmt clean
+TF_VARS ?=
+
+.PHONY: help venv build-debug build build-tools deploy deploy-local demo test test-unit infra-check lint fmt clean
 
 help:
 	@echo "make demo      the whole pipeline locally: producer → Kinesis → ingest → compact → Parquet → report"
 	@echo "               (EVENTS=1000000, LOCAL_AWS=localstack, DEMO_ARGS='--kpl 20 --shards 4')"
 	@echo "make test      unit + integration tests against a private moto emulator"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make build     release zips for Lambda (arm64): target/lambda/{ingest,compact}/bootstrap.zip"
+	@echo "make deploy    build, then terraform apply in infra/ (your AWS credentials; TF_VARS='-var region=…')"
+	@echo "make deploy-local  build, then terraform apply against LocalStack on localhost:4566"
 
 venv: $(VENV)/.installed
 
@@ -42,10 +47,30 @@ else
 	scripts/with-moto.sh cargo run --quiet -p localstack --bin demo -- --events $(EVENTS) $(DEMO_ARGS)
 endif
 
+# cargo-lambda and zig (for cross-compiling to arm64) come from PyPI, into the project venv.
+build-tools: $(VENV)/.build-tools
+
+$(VENV)/.build-tools: requirements-build.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-build.txt
+	touch $@
+
+build: build-tools
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip -p ingest -p compact
+	@ls -l target/lambda/*/bootstrap.zip
+
+deploy: build
+	terraform -chdir=infra init -input=false
+	terraform -chdir=infra apply $(TF_VARS)
+
+deploy-local: build
+	terraform -chdir=infra init -input=false
+	terraform -chdir=infra apply -var local_endpoint=http://localhost:4566 -var account_id=000000000000 $(TF_VARS)
+
 # Integration tests drive the built binaries through the Lambda Runtime API, against moto on a free
 # loopback port that scripts/with-moto.sh starts and always stops.
 test: venv build-debug infra-check
 	scripts/with-moto.sh cargo test --workspace
+	scripts/with-moto.sh infra/apply-local.sh
 
 # Terraform fmt/validate/plan with fake credentials, plan assertions and checkov, all offline.
 infra-check: venv
