@@ -14,13 +14,14 @@ DEMO_ARGS ?=
 
 TF_VARS ?=
 
-.PHONY: help venv build-debug build build-tools deploy deploy-local demo test test-unit infra-check lint fmt clean
+.PHONY: help venv build-debug build build-tools deploy deploy-local demo bench test test-unit infra-check lint fmt clean
 
 help:
 	@echo "make demo      the whole pipeline locally: producer → Kinesis → ingest → compact → Parquet → report"
 	@echo "               (EVENTS=1000000, LOCAL_AWS=localstack, DEMO_ARGS='--kpl 20 --shards 4')"
 	@echo "make test      unit + integration tests against a private moto emulator"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
+	@echo "make bench     speed and memory vs DuckDB, pyarrow and a Python handler (BENCHMARKS.md)"
 	@echo "make build     release zips for Lambda (arm64): target/lambda/{ingest,compact}/bootstrap.zip"
 	@echo "make deploy    build, then terraform apply in infra/ (your AWS credentials; TF_VARS='-var region=…')"
 	@echo "make deploy-local  build, then terraform apply against LocalStack on localhost:4566"
@@ -65,6 +66,10 @@ deploy: build
 deploy-local: build
 	terraform -chdir=infra init -input=false
 	terraform -chdir=infra apply -var local_endpoint=http://localhost:4566 -var account_id=000000000000 $(TF_VARS)
+
+# Speed and memory against DuckDB, pyarrow and a Python handler (release build); see BENCHMARKS.md.
+bench: venv
+	bench/run.sh
 
 # Integration tests drive the built binaries through the Lambda Runtime API, against moto on a free
 # loopback port that scripts/with-moto.sh starts and always stops.
