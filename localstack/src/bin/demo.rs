@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 #[command(about = "Run the whole pipeline locally against an AWS emulator (AWS_ENDPOINT_URL)")]
 struct Args {
     /// User records the producer puts on the stream.
-    #[arg(long, env = "EVENTS", default_value_t = 100_000)]
+    #[arg(long, env = "EVENTS", default_value_t = 20_000)]
     events: u64,
     #[arg(long, default_value_t = 2)]
     shards: i32,
