@@ -138,6 +138,50 @@ impl MultipartUpload for MemoryUpload {
     }
 }
 
+/// Wraps another store: writes of keys containing `needle` fail, or with `hang` never finish, as
+/// when S3 is down or the process dies mid-write. Reads and deletes pass through.
+pub struct FaultyObjectStore<S> {
+    pub inner: S,
+    pub needle: String,
+    pub hang: bool,
+}
+
+impl<S: ObjectStore> FaultyObjectStore<S> {
+    async fn refuse(&self, operation: &str, key: &str) -> Result<(), StoreError> {
+        if !key.contains(&self.needle) {
+            return Ok(());
+        }
+        if self.hang {
+            futures::future::pending::<()>().await;
+        }
+        Err(StoreError::new(
+            format!("{operation} {key}"),
+            "InternalError (after retries)",
+        ))
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for FaultyObjectStore<S> {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.refuse("PutObject", key).await?;
+        self.inner.put(key, body).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.inner.delete(keys).await
+    }
+    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        self.refuse("CreateMultipartUpload", key).await?;
+        self.inner.start_upload(key).await
+    }
+}
+
 /// Keeps every published metric.
 #[derive(Default)]
 pub struct MemoryMetrics {

@@ -3,14 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use bytes::Bytes;
 use pipeline::lambda_payload::{kinesis_event, StreamRecord, DEFAULT_STREAM_ARN};
-use pipeline::ports::{ByteStream, MultipartUpload, ObjectInfo, ObjectStore, StoreError};
+use pipeline::memory::FaultyObjectStore;
 use serde_json::Value;
 
 pub use localstack::provision;
@@ -134,10 +131,14 @@ impl Lake {
 
     /// The real S3 adapter, except that writes of keys containing `needle` fail (or, with
     /// `hang`, never finish), as when S3 is down or the process dies mid-write.
-    pub async fn sabotaged_store(&self, needle: &'static str, hang: bool) -> Arc<Sabotaged> {
-        Arc::new(Sabotaged {
+    pub async fn sabotaged_store(
+        &self,
+        needle: &str,
+        hang: bool,
+    ) -> Arc<FaultyObjectStore<pipeline::aws::S3ObjectStore>> {
+        Arc::new(FaultyObjectStore {
             inner: self.s3_store().await,
-            needle,
+            needle: needle.to_string(),
             hang,
         })
     }
@@ -250,48 +251,6 @@ impl Lake {
             .send()
             .await
             .unwrap();
-    }
-}
-
-pub struct Sabotaged {
-    inner: pipeline::aws::S3ObjectStore,
-    needle: &'static str,
-    hang: bool,
-}
-
-impl Sabotaged {
-    async fn refuse(&self, operation: &str, key: &str) -> Result<(), StoreError> {
-        if !key.contains(self.needle) {
-            return Ok(());
-        }
-        if self.hang {
-            futures::future::pending::<()>().await;
-        }
-        Err(StoreError::new(
-            format!("{operation} {key}"),
-            "InternalError (after retries)",
-        ))
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Sabotaged {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.refuse("PutObject", key).await?;
-        self.inner.put(key, body).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(keys).await
-    }
-    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-        self.refuse("CreateMultipartUpload", key).await?;
-        self.inner.start_upload(key).await
     }
 }
 

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pipeline::lambda_payload::{kinesis_event, StreamRecord, DEFAULT_STREAM_ARN};
-use pipeline::memory::{MemoryDedupStore, MemoryMetrics, MemoryObjectStore};
-use pipeline::ports::{ByteStream, Claim, MultipartUpload, ObjectInfo};
+use pipeline::memory::{FaultyObjectStore, MemoryDedupStore, MemoryMetrics, MemoryObjectStore};
+use pipeline::ports::Claim;
 
 use super::*;
 
@@ -219,44 +218,14 @@ async fn a_corrupt_aggregate_is_quarantined_whole() {
     );
 }
 
-/// Fails PUTs whose key contains `needle`.
-struct FailingPuts {
-    inner: MemoryObjectStore,
-    needle: &'static str,
-}
-
-#[async_trait]
-impl ObjectStore for FailingPuts {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        if key.contains(self.needle) {
-            return Err(StoreError::new(
-                format!("PutObject {key}"),
-                "SlowDown, after retries",
-            ));
-        }
-        self.inner.put(key, body).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(keys).await
-    }
-    async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
-        self.inner.start_upload(key).await
-    }
-}
-
 #[tokio::test]
 async fn a_failed_put_reports_the_lowest_unwritten_sequence_of_its_shard() {
     let h = harness_with(
         |inner| {
-            Arc::new(FailingPuts {
+            Arc::new(FaultyObjectStore {
                 inner,
-                needle: "minute=11/shardId-000000000000",
+                needle: "minute=11/shardId-000000000000".into(),
+                hang: false,
             })
         },
         |d| d,
