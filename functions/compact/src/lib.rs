@@ -83,7 +83,7 @@ impl Default for Settings {
             row_group_rows: 1 << 20,
             row_group_bytes: 128 << 20,
             file_bytes: 1 << 30,
-            memory_budget: 512 << 20,
+            memory_budget: 64 << 20,
             part_size: 16 << 20,
             prefetch: 8,
         }
