@@ -45,6 +45,8 @@ lines += [
     "",
     "## Cold start and size",
     "",
+    "Sizes are this machine's x86_64 release binaries, zipped; `make build` makes the arm64 Lambda zips.",
+    "",
     "| | process start → first Runtime API poll (median of 20) | binary | zip |",
     "| --- | ---: | ---: | ---: |",
 ]

@@ -84,7 +84,7 @@ impl Default for Settings {
             row_group_bytes: 128 << 20,
             file_bytes: 1 << 30,
             memory_budget: 64 << 20,
-            part_size: 16 << 20,
+            part_size: pipeline::ports::MIN_PART_SIZE,
             prefetch: 8,
         }
     }
