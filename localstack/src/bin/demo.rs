@@ -470,22 +470,22 @@ async fn list_keys(
     Ok(keys)
 }
 
+async fn object_bytes(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<bytes::Bytes> {
+    let output = s3.get_object().bucket(bucket).key(key).send().await?;
+    Ok(output.body.collect().await?.into_bytes())
+}
+
 async fn quarantine_reasons(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
 ) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut reasons = BTreeMap::new();
     for key in list_keys(s3, bucket, "quarantine/").await? {
-        let body = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await?
-            .body
-            .collect()
-            .await?
-            .into_bytes();
+        let body = object_bytes(s3, bucket, &key).await?;
         for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let line: Value = serde_json::from_slice(line)?;
             *reasons
@@ -503,16 +503,7 @@ async fn download_processed(
 ) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     for key in list_keys(s3, bucket, "processed/").await? {
-        let body = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
-            .await?
-            .body
-            .collect()
-            .await?
-            .into_bytes();
+        let body = object_bytes(s3, bucket, &key).await?;
         let path = dir.join(&key);
         std::fs::create_dir_all(path.parent().expect("keys have folders"))?;
         std::fs::write(path, body)?;
