@@ -57,10 +57,6 @@ impl S3ObjectStore {
             bucket: config.bucket.clone(),
         }
     }
-
-    pub fn client(&self) -> &aws_sdk_s3::Client {
-        &self.client
-    }
 }
 
 fn content_type(key: &str) -> &'static str {

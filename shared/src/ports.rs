@@ -84,7 +84,6 @@ pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 pub enum Unit {
     Count,
     Bytes,
-    Milliseconds,
 }
 
 impl Unit {
@@ -92,7 +91,6 @@ impl Unit {
         match self {
             Unit::Count => "Count",
             Unit::Bytes => "Bytes",
-            Unit::Milliseconds => "Milliseconds",
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use crate::validate::shorten;
+
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
 pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
@@ -35,15 +37,14 @@ pub fn parse_created_at(raw_json: &str) -> Result<i64, TimestampError> {
         Some(b'-' | b'0'..=b'9') => parse_epoch_seconds(text),
         _ => Err(TimestampError::Invalid(format!(
             "expected epoch seconds or an RFC 3339 string, got {}",
-            truncate_for_detail(text)
+            shorten(text)
         ))),
     }
 }
 
 pub fn parse_rfc3339(s: &str) -> Result<i64, TimestampError> {
-    let parsed = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
-        TimestampError::Invalid(format!("`{}` is not RFC 3339: {e}", truncate_for_detail(s)))
-    })?;
+    let parsed = chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| TimestampError::Invalid(format!("`{}` is not RFC 3339: {e}", shorten(s))))?;
     let secs = parsed.timestamp();
     let micros = i64::from(parsed.timestamp_subsec_nanos() / 1_000);
     secs.checked_mul(MICROS_PER_SECOND)
@@ -54,10 +55,8 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, TimestampError> {
 
 /// Exact decimal → micros, truncating below the microsecond. Accepts JSON number syntax.
 pub fn parse_epoch_seconds(text: &str) -> Result<i64, TimestampError> {
-    let invalid =
-        || TimestampError::Invalid(format!("`{}` is not a number", truncate_for_detail(text)));
-    let out_of_range =
-        || TimestampError::OutOfRange(format!("{} epoch seconds", truncate_for_detail(text)));
+    let invalid = || TimestampError::Invalid(format!("`{}` is not a number", shorten(text)));
+    let out_of_range = || TimestampError::OutOfRange(format!("{} epoch seconds", shorten(text)));
     let bytes = text.as_bytes();
     let (negative, rest) = match bytes.first() {
         Some(b'-') => (true, &bytes[1..]),
@@ -124,13 +123,6 @@ pub fn parse_epoch_seconds(text: &str) -> Result<i64, TimestampError> {
             .ok_or_else(out_of_range)?;
     }
     Ok(micros as i64)
-}
-
-fn truncate_for_detail(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 /// A UTC calendar date.

@@ -29,21 +29,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
-        Reason::NotUtf8,
-        Reason::InvalidJson,
-        Reason::NotAnObject,
-        Reason::MissingField,
-        Reason::InvalidUuid,
-        Reason::InvalidTimestamp,
-        Reason::CreatedAtOutOfRange,
-        Reason::InvalidEventName,
-        Reason::UnknownEvent,
-        Reason::WrongFieldType,
-        Reason::InvalidAggregate,
-        Reason::InvalidStagingLine,
-    ];
-
     pub fn code(self) -> &'static str {
         match self {
             Reason::NotUtf8 => "not_utf8",
@@ -407,8 +392,8 @@ pub fn canonical_uuid(s: &str) -> Option<String> {
     Some(s.to_ascii_lowercase())
 }
 
-/// Keeps quarantine details readable when the offending value is huge.
-fn shorten(s: &str) -> Cow<'_, str> {
+/// Keeps error details readable when the offending value is huge.
+pub fn shorten(s: &str) -> Cow<'_, str> {
     const MAX: usize = 80;
     match s.char_indices().nth(MAX) {
         Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),

@@ -554,3 +554,75 @@ async fn the_sample_payload_in_events_runs_as_documented() {
     assert_eq!(quarantined.len(), 1);
     assert_eq!(quarantined[0]["reason"], "invalid_uuid");
 }
+
+#[tokio::test]
+async fn with_metrics_sink_cloudwatch_the_binary_puts_metric_data() {
+    use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+    let lake = Lake::new("binary-cloudwatch").await;
+    let namespace = format!("Test{}", lake.bucket.replace('-', ""));
+    let env = binary_env(
+        &lake,
+        &[
+            ("METRICS_SINK", "cloudwatch"),
+            ("METRICS_NAMESPACE", &namespace),
+        ],
+    );
+    let mut lambda = LambdaProcess::spawn(&binary("ingest"), "ingest", &env)
+        .await
+        .unwrap();
+    let (payload, _) = kinesis_payload(&[
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(1)),
+        record(0, 3, ARRIVAL_MS, b"[]".to_vec()),
+    ]);
+    let outcome = lambda
+        .invoke(&payload, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Response(json!({"batchItemFailures": []})));
+    assert!(
+        lambda.stdout_lines().iter().all(|l| !l.contains("_aws")),
+        "no EMF lines with the cloudwatch sink"
+    );
+
+    let sdk = pipeline_tests::provision::local_sdk_config(&lake.endpoint).await;
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let now = std::time::SystemTime::now();
+    let mut sums = std::collections::BTreeMap::new();
+    for name in [
+        "RecordsReceived",
+        "EventsWritten",
+        "DuplicatesDropped",
+        "RecordsQuarantined",
+    ] {
+        let stats = cloudwatch
+            .get_metric_statistics()
+            .namespace(&namespace)
+            .metric_name(name)
+            .dimensions(
+                Dimension::builder()
+                    .name("FunctionName")
+                    .value("ingest")
+                    .build(),
+            )
+            .start_time((now - Duration::from_secs(3600)).into())
+            .end_time((now + Duration::from_secs(3600)).into())
+            .period(86_400)
+            .statistics(Statistic::Sum)
+            .send()
+            .await
+            .unwrap();
+        sums.insert(
+            name,
+            stats
+                .datapoints()
+                .iter()
+                .filter_map(|d| d.sum())
+                .sum::<f64>(),
+        );
+    }
+    assert_eq!(sums["RecordsReceived"], 3.0);
+    assert_eq!(sums["EventsWritten"], 1.0);
+    assert_eq!(sums["DuplicatesDropped"], 1.0);
+    assert_eq!(sums["RecordsQuarantined"], 1.0);
+}

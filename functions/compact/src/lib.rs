@@ -111,15 +111,8 @@ pub fn requested_day(payload: &serde_json::Value) -> Result<Date, CompactError> 
     }
     Err(CompactError::BadRequest(format!(
         "expected {{\"day\":\"YYYY-MM-DD\"}} or a scheduled event with a \"time\" field, got {}",
-        truncate(&payload.to_string(), 200)
+        pipeline::validate::shorten(&payload.to_string())
     )))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 pub struct Compact {

@@ -338,3 +338,25 @@ async fn metrics_add_up_to_the_records_received() {
     assert_eq!(m("BatchItemFailures"), 0.0);
     assert!(m("StagingBytesWritten") > 100.0);
 }
+
+/// A metrics backend that is down.
+struct BrokenMetrics;
+
+#[async_trait]
+impl MetricsSink for BrokenMetrics {
+    async fn publish(&self, _: &[Metric]) -> Result<(), StoreError> {
+        Err(StoreError::new("PutMetricData", "ServiceUnavailable"))
+    }
+}
+
+#[tokio::test]
+async fn a_metrics_failure_never_fails_the_invocation() {
+    let mut h = harness();
+    h.ingest.metrics = Arc::new(BrokenMetrics);
+    let response = h
+        .ingest
+        .handle(&batch(&[record(0, 1, ARRIVAL_MS, event_json(1))]))
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(h.objects.put_count(), 1, "the event was still written");
+}
