@@ -18,10 +18,12 @@ use crate::ports::{
     ObjectStore, StoreError,
 };
 
-/// The shared SDK configuration, loaded once at cold start. `AWS_ENDPOINT_URL` (read by the SDK
-/// itself) points every client at an emulator.
-pub async fn load_sdk_config(config: &CommonConfig) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+/// The shared SDK configuration, loaded once at cold start. The SDK reads `AWS_ENDPOINT_URL`
+/// itself, so that the standard per-service variables (`AWS_ENDPOINT_URL_DYNAMODB`, …) can still
+/// send one service elsewhere, as with every AWS SDK; setting the URL here in code would override
+/// them.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         // Transient errors (throttling, 5xx, time-outs) are retried with backoff before a record
         // is reported as failed.
         .retry_config(RetryConfig::standard().with_max_attempts(5))
@@ -30,11 +32,9 @@ pub async fn load_sdk_config(config: &CommonConfig) -> SdkConfig {
                 .connect_timeout(Duration::from_secs(3))
                 .operation_attempt_timeout(Duration::from_secs(30))
                 .build(),
-        );
-    if let Some(url) = &config.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
+        )
+        .load()
+        .await
 }
 
 fn context(error: impl std::error::Error) -> String {

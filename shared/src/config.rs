@@ -26,7 +26,8 @@ pub struct CommonConfig {
     pub prefixes: Prefixes,
     pub metrics_namespace: String,
     pub metrics_sink: MetricsSinkKind,
-    /// `AWS_ENDPOINT_URL`: when set, every client uses it and S3 switches to path-style addressing.
+    /// `AWS_ENDPOINT_URL`: when set, every client uses it (the SDK reads it, and lets a standard
+    /// per-service `AWS_ENDPOINT_URL_<SERVICE>` win) and S3 switches to path-style addressing.
     pub endpoint_url: Option<String>,
     /// The dimension value of every metric: Lambda's `AWS_LAMBDA_FUNCTION_NAME`, else the binary's name.
     pub function_name: String,

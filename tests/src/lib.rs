@@ -125,7 +125,7 @@ impl Lake {
     /// The real S3 adapter on this lake's bucket.
     pub async fn s3_store(&self) -> pipeline::aws::S3ObjectStore {
         let config = pipeline::config::CommonConfig::from_lookup(&self.lookup(), "test").unwrap();
-        let sdk = pipeline::aws::load_sdk_config(&config).await;
+        let sdk = pipeline::aws::load_sdk_config().await;
         pipeline::aws::S3ObjectStore::new(&sdk, &config)
     }
 

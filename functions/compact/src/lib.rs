@@ -143,7 +143,7 @@ impl Compact {
 
     /// Builds the real adapters once, at cold start.
     pub async fn from_config(config: &CommonConfig) -> Compact {
-        let sdk = pipeline::aws::load_sdk_config(config).await;
+        let sdk = pipeline::aws::load_sdk_config().await;
         Compact::new(
             config.prefixes.clone(),
             Arc::new(pipeline::aws::S3ObjectStore::new(&sdk, config)),

@@ -138,7 +138,7 @@ enum ObjectKind {
 impl Ingest {
     /// Builds the real adapters once, at cold start.
     pub async fn from_config(config: &IngestConfig) -> Ingest {
-        let sdk = pipeline::aws::load_sdk_config(&config.common).await;
+        let sdk = pipeline::aws::load_sdk_config().await;
         Ingest {
             catalogue: Catalogue::embedded(),
             prefixes: config.common.prefixes.clone(),
