@@ -61,6 +61,8 @@ pub struct Delivery {
     pub retries: u64,
     pub bisections: u64,
     pub records_given_up: u64,
+    /// Reads started again from the last record read, after an expired iterator or a failed read.
+    pub rereads: u64,
 }
 
 /// Hands `batch` to `function` until every record is settled or given up.
@@ -210,6 +212,36 @@ fn write_checkpoint(config: &MappingConfig, shard_id: &str, sequence: &str) -> a
     Ok(())
 }
 
+/// How often a failing `GetRecords` is tried again (after the SDK's own retries) before the
+/// mapping stops; Lambda keeps trying, but a local run should end with the error.
+const GET_RECORDS_ATTEMPTS: u32 = 8;
+
+/// A shard iterator just after `after` (the last record read), or at the trim horizon.
+async fn shard_iterator(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+    after: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let request = kinesis
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard_id);
+    let request = match after {
+        Some(sequence) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(sequence),
+        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    let output = request.send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "GetShardIterator on {shard_id}: {}",
+            aws_sdk_kinesis::error::DisplayErrorContext(e)
+        )
+    })?;
+    Ok(output.shard_iterator)
+}
+
 /// Polls one shard from its checkpoint (or the trim horizon) and delivers its records until the
 /// shard is drained and `producer_done` says nothing more is coming.
 pub async fn run_shard(
@@ -220,33 +252,58 @@ pub async fn run_shard(
     config: &MappingConfig,
     producer_done: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Delivery> {
-    let mut request = kinesis
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard_id);
-    request = match read_checkpoint(config, shard_id) {
-        Some(sequence) => request
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(sequence),
-        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-    };
-    let mut iterator = request.send().await?.shard_iterator;
+    // The last sequence number read from the shard: where a fresh iterator starts after an old
+    // one expires (five minutes) or a read fails.
+    let mut last_read = read_checkpoint(config, shard_id);
+    let mut iterator = shard_iterator(kinesis, stream, shard_id, last_read.as_deref()).await?;
     let mut delivery = Delivery::default();
     let mut buffer: Vec<StreamRecord> = Vec::new();
     let mut gathering_since = Instant::now();
+    let mut failed_reads = 0;
     while let Some(current) = iterator.take() {
-        let output = kinesis
+        let output = match kinesis
             .get_records()
             .shard_iterator(current)
             .limit(config.batch_size.clamp(1, 10_000) as i32)
             .send()
             .await
-            .with_context(|| format!("GetRecords on {shard_id}"))?;
+        {
+            Ok(output) => {
+                failed_reads = 0;
+                output
+            }
+            Err(error) => {
+                failed_reads += 1;
+                let expired = error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_expired_iterator_exception());
+                if !expired && failed_reads >= GET_RECORDS_ATTEMPTS {
+                    anyhow::bail!(
+                        "GetRecords on {shard_id} failed {failed_reads} times: {}",
+                        aws_sdk_kinesis::error::DisplayErrorContext(error)
+                    );
+                }
+                delivery.rereads += 1;
+                tracing::warn!(
+                    shard_id,
+                    error = %aws_sdk_kinesis::error::DisplayErrorContext(&error),
+                    "GetRecords failed; reading again from the last record read"
+                );
+                if !expired {
+                    tokio::time::sleep(Duration::from_millis(100 << failed_reads.min(6))).await;
+                }
+                iterator = shard_iterator(kinesis, stream, shard_id, last_read.as_deref()).await?;
+                continue;
+            }
+        };
         iterator = output.next_shard_iterator().map(str::to_string);
         let caught_up =
             output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
         if buffer.is_empty() {
             gathering_since = Instant::now();
+        }
+        if let Some(last) = output.records().last() {
+            last_read = Some(last.sequence_number().to_string());
         }
         buffer.extend(output.records().iter().map(|r| {
             StreamRecord {
@@ -411,6 +468,133 @@ mod tests {
             line["requestContext"]["condition"],
             "RetryAttemptsExhausted"
         );
+    }
+
+    /// Remembers every sequence number it is given; the first invocation takes `first_delay`.
+    struct Collect {
+        sequence_numbers: Vec<String>,
+        first_delay: Duration,
+    }
+
+    #[async_trait]
+    impl Function for Collect {
+        async fn invoke(&mut self, payload: &Value) -> anyhow::Result<Outcome> {
+            if self.sequence_numbers.is_empty() {
+                tokio::time::sleep(self.first_delay).await;
+            }
+            for record in payload["Records"].as_array().unwrap() {
+                let sequence = record["kinesis"]["sequenceNumber"].as_str().unwrap();
+                self.sequence_numbers.push(sequence.to_string());
+            }
+            Ok(Outcome::Response(json!({"batchItemFailures": []})))
+        }
+    }
+
+    /// A one-shard stream on an embedded Kinesis; the sequence numbers of `records` put on it.
+    async fn stream_with(
+        iterator_ttl: Duration,
+        records: usize,
+    ) -> (
+        crate::embedded::EmbeddedService,
+        aws_sdk_kinesis::Client,
+        Vec<String>,
+    ) {
+        let kinesis = crate::embedded::EmbeddedService::kinesis(iterator_ttl)
+            .await
+            .unwrap();
+        let sdk = crate::provision::local_sdk_config(kinesis.endpoint()).await;
+        let client = aws_sdk_kinesis::Client::new(&sdk);
+        crate::provision::ensure_stream(&client, "test", 1)
+            .await
+            .unwrap();
+        let put = put_records(&client, records).await;
+        (kinesis, client, put)
+    }
+
+    async fn put_records(client: &aws_sdk_kinesis::Client, records: usize) -> Vec<String> {
+        let mut sequence_numbers = Vec::new();
+        for chunk in (0..records).collect::<Vec<_>>().chunks(500) {
+            let entries = chunk
+                .iter()
+                .map(|i| {
+                    aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                        .data(aws_sdk_kinesis::primitives::Blob::new(format!(
+                            "{{\"n\":{i}}}"
+                        )))
+                        .partition_key(i.to_string())
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let output = client
+                .put_records()
+                .stream_name("test")
+                .set_records(Some(entries))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(output.failed_record_count(), Some(0));
+            sequence_numbers.extend(
+                output
+                    .records()
+                    .iter()
+                    .map(|r| r.sequence_number().unwrap().to_string()),
+            );
+        }
+        sequence_numbers
+    }
+
+    async fn drain(
+        client: &aws_sdk_kinesis::Client,
+        function: &mut Collect,
+        cfg: &MappingConfig,
+    ) -> Delivery {
+        let (_done, producer_done) = tokio::sync::watch::channel(true);
+        run_shard(
+            client,
+            "test",
+            "shardId-000000000000",
+            function,
+            cfg,
+            producer_done,
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_shard_is_delivered_once_in_order_and_resumed_from_its_checkpoint() {
+        let dir = temp_dir("run-shard");
+        let cfg = config(&dir, 3);
+        let (_kinesis, client, first) = stream_with(Duration::from_secs(300), 250).await;
+        let mut function = Collect {
+            sequence_numbers: vec![],
+            first_delay: Duration::ZERO,
+        };
+        let delivery = drain(&client, &mut function, &cfg).await;
+        assert_eq!(function.sequence_numbers, first);
+        assert_eq!((delivery.records_delivered, delivery.invocations), (250, 3));
+
+        // A second run starts after the checkpoint: only the new records.
+        let second = put_records(&client, 30).await;
+        function.sequence_numbers.clear();
+        drain(&client, &mut function, &cfg).await;
+        assert_eq!(function.sequence_numbers, second);
+    }
+
+    #[tokio::test]
+    async fn an_expired_shard_iterator_is_replaced_without_losing_or_repeating_records() {
+        let dir = temp_dir("expired-iterator");
+        let cfg = config(&dir, 3);
+        let (_kinesis, client, put) = stream_with(Duration::from_secs(1), 250).await;
+        // The first batch outlives the iterator that GetRecords handed back with it.
+        let mut function = Collect {
+            sequence_numbers: vec![],
+            first_delay: Duration::from_millis(2_100),
+        };
+        let delivery = drain(&client, &mut function, &cfg).await;
+        assert_eq!(function.sequence_numbers, put);
+        assert_eq!(delivery.rereads, 1);
     }
 
     #[test]
