@@ -8,7 +8,7 @@ export VENV
 PYTHON := $(VENV)/bin/python
 
 # The demo: how many events, and which local AWS (moto, embedded; or localstack, with Docker).
-EVENTS ?= 20000
+EVENTS ?= 100000
 LOCAL_AWS ?= moto
 DEMO_ARGS ?=
 
@@ -18,7 +18,7 @@ TF_VARS ?=
 
 help:
 	@echo "make demo      the whole pipeline locally: producer → Kinesis → ingest → compact → Parquet → report"
-	@echo "               (EVENTS=100000, LOCAL_AWS=localstack, DEMO_ARGS='--kpl 20 --shards 4')"
+	@echo "               (EVENTS=1000000, LOCAL_AWS=localstack, DEMO_ARGS='--kpl 20 --shards 4')"
 	@echo "make test      unit + integration tests against a private moto emulator"
 	@echo "make lint      cargo fmt --check and clippy -D warnings"
 	@echo "make bench     speed and memory vs DuckDB, pyarrow and a Python handler (BENCHMARKS.md)"
@@ -43,7 +43,7 @@ test-unit:
 demo: venv
 	cargo build --bins
 ifeq ($(LOCAL_AWS),localstack)
-	localstack/run-localstack.sh cargo run --quiet -p localstack --bin demo -- --events $(EVENTS) $(DEMO_ARGS)
+	localstack/run-localstack.sh cargo run --quiet -p localstack --bin demo -- --events $(EVENTS) --kinesis emulator --dynamodb emulator $(DEMO_ARGS)
 else
 	scripts/with-moto.sh cargo run --quiet -p localstack --bin demo -- --events $(EVENTS) $(DEMO_ARGS)
 endif

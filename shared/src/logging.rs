@@ -4,11 +4,16 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the JSON subscriber once; the level comes from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
 pub fn init() {
+    init_with_default("info");
+}
+
+/// [`init`], with `default_filter` (an `EnvFilter` directive) when neither variable is set.
+pub fn init_with_default(default_filter: &str) {
     let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|level| EnvFilter::try_new(level.to_lowercase()).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
+use localstack::embedded::EmbeddedService;
 use localstack::runtime_api::{LambdaProcess, Outcome};
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 use pipeline::kpl;
-use pipeline_tests::{binary, kinesis_payload, uuids, Lake};
+use pipeline_tests::{binary, kinesis_payload, provision, uuids, Lake};
 use serde_json::{json, Value};
 
 const MINUTE: &str = "year=2024/month=04/day=11/hour=14/minute=10";
@@ -394,6 +396,50 @@ async fn the_binary_serves_the_runtime_api_and_emits_emf_metrics() {
         lambda.stderr_text().contains("\"batch done\""),
         "JSON logs on stderr"
     );
+}
+
+/// The demo's wiring: the SDK's standard `AWS_ENDPOINT_URL_DYNAMODB` sends the claims to another
+/// DynamoDB (the demo's embedded one) while S3 stays on `AWS_ENDPOINT_URL`. It also runs the dedup
+/// claim against a second DynamoDB implementation.
+#[tokio::test]
+async fn aws_endpoint_url_dynamodb_sends_the_claims_to_another_dynamodb() {
+    let lake = Lake::new("ddb-endpoint").await;
+    let embedded = EmbeddedService::dynamodb().await.unwrap();
+    let sdk = provision::local_sdk_config(embedded.endpoint()).await;
+    let claims = aws_sdk_dynamodb::Client::new(&sdk);
+    provision::ensure_dedup_table(&claims, &lake.table)
+        .await
+        .unwrap();
+    let env = binary_env(&lake, &[("AWS_ENDPOINT_URL_DYNAMODB", embedded.endpoint())]);
+    let mut lambda = LambdaProcess::spawn(&binary("ingest"), "ingest", &env)
+        .await
+        .unwrap();
+    let (payload, _) = kinesis_payload(&[
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(1)),
+        record(1, 3, ARRIVAL_MS, event_json(2)),
+    ]);
+    for _redelivery in 0..2 {
+        let outcome = lambda
+            .invoke(&payload, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Response(json!({"batchItemFailures": []})));
+    }
+    assert_eq!(uuids(&lake.all_lines("staging/").await), [uuid(1), uuid(2)]);
+    let owner = claims
+        .get_item()
+        .table_name(&lake.table)
+        .key("event_uuid", AttributeValue::S(uuid(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        owner.item().unwrap()["claimed_by"],
+        AttributeValue::S("shardId-000000000000:1".into())
+    );
+    assert_eq!(lake.owner(&uuid(1)).await, None, "nothing claimed on moto");
+    embedded.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use localstack::embedded::EmbeddedService;
 use localstack::esm::{self, Delivery, MappingConfig, TimedProcess};
 use localstack::provision;
 use localstack::runtime_api::{LambdaProcess, Outcome};
@@ -19,7 +20,7 @@ use serde_json::{json, Value};
 #[command(about = "Run the whole pipeline locally against an AWS emulator (AWS_ENDPOINT_URL)")]
 struct Args {
     /// User records the producer puts on the stream.
-    #[arg(long, env = "EVENTS", default_value_t = 20_000)]
+    #[arg(long, env = "EVENTS", default_value_t = 100_000)]
     events: u64,
     #[arg(long, default_value_t = 2)]
     shards: i32,
@@ -46,9 +47,39 @@ struct Args {
     table: String,
     #[arg(long, default_value = "events")]
     stream: String,
-    /// Only create the bucket, table and stream (the LocalStack init hook uses this).
+    /// Where the stream lives: `embedded` (an emulator in this process, the default) or `emulator`
+    /// (the one at AWS_ENDPOINT_URL; moto's slows down as the stream grows).
+    #[arg(long, value_enum, default_value_t = Placement::Embedded)]
+    kinesis: Placement,
+    /// Where the dedup table lives: `embedded` (the default) or `emulator` (moto's does ~200
+    /// conditional writes a second, one per event).
+    #[arg(long, value_enum, default_value_t = Placement::Embedded)]
+    dynamodb: Placement,
+    /// Only create the bucket, table and stream on the emulator (the LocalStack init hook uses this).
     #[arg(long)]
     provision_only: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Embedded,
+    Emulator,
+}
+
+/// Starts the embedded service when asked to (never for `--provision-only`, which provisions the
+/// emulator), and says where clients of that service go.
+async fn place(
+    placement: Placement,
+    args: &Args,
+    emulator: &str,
+    start: impl std::future::Future<Output = anyhow::Result<EmbeddedService>>,
+) -> anyhow::Result<(Option<EmbeddedService>, String)> {
+    if placement == Placement::Emulator || args.provision_only {
+        return Ok((None, emulator.to_string()));
+    }
+    let service = start.await?;
+    let endpoint = service.endpoint().to_string();
+    Ok((Some(service), endpoint))
 }
 
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -77,22 +108,40 @@ fn thousands(n: u64) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pipeline::logging::init();
+    // The embedded DynamoDB logs every ConditionalCheckFailed (each duplicate) as a warning.
+    pipeline::logging::init_with_default("info,dynoxide=error,ferrokinesis=warn");
     let args = Args::parse();
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .context("AWS_ENDPOINT_URL is not set: run `make demo`, which starts the emulator")?;
     let sdk = provision::local_sdk_config(&endpoint).await;
     let s3 = provision::s3_client(&sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let (embedded_dynamodb, dynamodb_endpoint) =
+        place(args.dynamodb, &args, &endpoint, EmbeddedService::dynamodb()).await?;
+    let (embedded_kinesis, kinesis_endpoint) = place(
+        args.kinesis,
+        &args,
+        &endpoint,
+        EmbeddedService::kinesis(Duration::from_secs(300)),
+    )
+    .await?;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .endpoint_url(&dynamodb_endpoint)
+            .build(),
+    );
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(&sdk)
+            .endpoint_url(&kinesis_endpoint)
+            .build(),
+    );
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
 
     provision::ensure_bucket(&s3, &args.bucket).await?;
     provision::ensure_dedup_table(&dynamodb, &args.table).await?;
     let new_stream = provision::ensure_stream(&kinesis, &args.stream, args.shards).await?;
     println!(
-        "provisioned s3://{}, DynamoDB table {}, Kinesis stream {} on {endpoint}",
-        args.bucket, args.table, args.stream
+        "provisioned s3://{} on {endpoint}, Kinesis stream {} on {kinesis_endpoint}, DynamoDB table {} on {dynamodb_endpoint}",
+        args.bucket, args.stream, args.table,
     );
     if args.provision_only {
         return Ok(());
@@ -107,6 +156,8 @@ async fn main() -> anyhow::Result<()> {
 
     let env: Vec<(String, String)> = [
         ("DATA_LAKE_BUCKET", args.bucket.as_str()),
+        // The SDK's standard per-service override; equal to AWS_ENDPOINT_URL without the embedded one.
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.as_str()),
         ("DEDUP_TABLE", args.table.as_str()),
         ("METRICS_SINK", "cloudwatch"),
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
@@ -211,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
         delivery.retries += shard.retries;
         delivery.bisections += shard.bisections;
         delivery.records_given_up += shard.records_given_up;
+        delivery.rereads += shard.rereads;
     }
     let ingest_elapsed = started.elapsed();
     println!(
@@ -284,11 +336,19 @@ async fn main() -> anyhow::Result<()> {
     let _ = writeln!(md, "# Pipeline demo report\n");
     let _ = writeln!(
         md,
-        "{} events, {} shards, event source mapping batch size {}, KPL aggregation {}, emulator at {endpoint}.\n",
+        "{} events, {} shards, event source mapping batch size {}, KPL aggregation {}, emulator at {endpoint}, {}.\n",
         thousands(args.events),
         shards.len(),
         args.batch_size,
-        if args.kpl > 1 { format!("{} per record", args.kpl) } else { "off".into() }
+        if args.kpl > 1 { format!("{} per record", args.kpl) } else { "off".into() },
+        [("Kinesis", &embedded_kinesis, "ferrokinesis"), ("DynamoDB", &embedded_dynamodb, "dynoxide")]
+            .iter()
+            .map(|(service, embedded, by)| match embedded {
+                Some(_) => format!("{service} embedded ({by})"),
+                None => format!("{service} on the emulator"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         md,
@@ -362,7 +422,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = writeln!(
         md,
-        "- event source mapping: {} invocations, {} retries, {} bisections, {} records given up{}",
+        "- event source mapping: {} invocations, {} retries, {} bisections, {} records given up{}, {} shard re-reads",
         delivery.invocations,
         delivery.retries,
         delivery.bisections,
@@ -371,7 +431,8 @@ async fn main() -> anyhow::Result<()> {
             format!(" (see {})", on_failure.display())
         } else {
             String::new()
-        }
+        },
+        delivery.rereads
     );
     let _ = writeln!(
         md,
@@ -426,6 +487,9 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&report_path, &md)?;
     println!("report written to {}", report_path.display());
 
+    for service in [embedded_kinesis, embedded_dynamodb].into_iter().flatten() {
+        service.stop().await?;
+    }
     if unaccounted != 0 || lake_rows != written || lake_distinct != written {
         bail!("events were lost or duplicated: unaccounted {unaccounted}, written {written}, Parquet rows {lake_rows}, distinct {lake_distinct}");
     }
