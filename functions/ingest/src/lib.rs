@@ -98,9 +98,15 @@ impl Unit<'_> {
     }
 
     fn claimed_by(&self) -> String {
+        // Lambda always sends an eventID. Without one, the record's position still names it: an
+        // empty owner would let every record lacking an id re-claim every other one's.
+        let owner = match self.event_id {
+            "" => format!("{}:{}", self.shard_id, self.sequence_number),
+            event_id => event_id.to_string(),
+        };
         match self.sub_sequence_number {
-            None => self.event_id.to_string(),
-            Some(n) => format!("{}#{n}", self.event_id),
+            None => owner,
+            Some(n) => format!("{owner}#{n}"),
         }
     }
 }

@@ -122,6 +122,30 @@ async fn duplicates_within_and_across_batches_are_dropped_and_counted() {
 }
 
 #[tokio::test]
+async fn records_without_an_event_id_are_still_told_apart_by_their_position() {
+    let h = harness();
+    let without_event_id = |records: &[StreamRecord]| {
+        let mut event = batch(records);
+        for record in &mut event.records {
+            record.event_id = None;
+        }
+        event
+    };
+    let first = without_event_id(&[record(0, 1, ARRIVAL_MS, event_json(1))]);
+    let second = without_event_id(&[record(0, 2, ARRIVAL_MS, event_json(1))]);
+    let (_, summary) = h.ingest.process(&first).await;
+    assert_eq!(summary.events_written, 1);
+    let (_, summary) = h.ingest.process(&second).await;
+    assert_eq!((summary.events_written, summary.duplicates_dropped), (0, 1));
+    assert_eq!(h.dedup.owner(&uuid(1)).unwrap(), "shardId-unknown:1");
+    let (_, summary) = h.ingest.process(&first).await;
+    assert_eq!(
+        summary.events_written, 1,
+        "a redelivery re-claims its own id"
+    );
+}
+
+#[tokio::test]
 async fn a_redelivered_batch_reclaims_its_own_ids() {
     let h = harness();
     let records = [
