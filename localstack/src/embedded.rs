@@ -4,8 +4,8 @@
 //! moto serves S3 and CloudWatch well, but not the demo's volume on the other two: its DynamoDB does
 //! ~200 conditional PutItems a second (one per event), and its Kinesis copies a shard's whole key
 //! list on every put (5 ms a record at 200k records) and fails GetRecords that race a PutRecords.
-//! The functions reach these with the SDK's standard per-service variables
-//! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_KINESIS`).
+//! The demo's own clients are pointed here in code; the `ingest` binary reaches the dedup table
+//! through the SDK's standard `AWS_ENDPOINT_URL_DYNAMODB`.
 
 use std::future::Future;
 
