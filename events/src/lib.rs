@@ -223,15 +223,26 @@ impl Generator {
     }
 }
 
-#[derive(Debug, Clone)]
+/// What to produce; also the command-line flags of the `producer` and the demo, which each set
+/// `events` with their own default.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    #[arg(skip)]
     pub events: u64,
-    /// Events per second; `None` as fast as the stream takes them.
+    /// Events per second (default: as fast as the stream takes them).
+    #[arg(long)]
     pub rate: Option<f64>,
+    /// Share of producer retries (an earlier event sent again, same id).
+    #[arg(long = "duplicates", value_name = "SHARE", default_value_t = 0.02)]
     pub duplicate_share: f64,
+    /// Share of malformed records (each kind of bad input).
+    #[arg(long = "malformed", value_name = "SHARE", default_value_t = 0.005)]
     pub malformed_share: f64,
-    /// User records per KPL aggregate; 0 or 1 sends plain records.
+    /// Pack this many user records per KPL aggregated record (0: plain records).
+    #[arg(long = "kpl", value_name = "N", env = "KPL", default_value_t = 0)]
     pub aggregate: usize,
+    /// The same seed puts the same events on the stream.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
 
@@ -358,7 +369,12 @@ async fn put_all(
             .set_records(Some(entries))
             .send()
             .await
-            .with_context(|| format!("PutRecords to {stream}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "PutRecords to {stream}: {}",
+                    aws_sdk_kinesis::error::DisplayErrorContext(e)
+                )
+            })?;
         if output.failed_record_count().unwrap_or(0) == 0 {
             return Ok(());
         }

@@ -14,20 +14,8 @@ struct Args {
     /// How many user records to put.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
-    /// Events per second (default: as fast as the stream takes them).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Share of producer retries (an earlier event sent again, same id).
-    #[arg(long, default_value_t = 0.02)]
-    duplicates: f64,
-    /// Share of malformed records (each kind of bad input).
-    #[arg(long, default_value_t = 0.005)]
-    malformed: f64,
-    /// Pack this many user records per KPL aggregated record (0: plain records).
-    #[arg(long, default_value_t = 0)]
-    kpl: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    options: events::Options,
 }
 
 #[tokio::main]
@@ -45,11 +33,7 @@ async fn main() -> anyhow::Result<()> {
     )?);
     let options = events::Options {
         events: args.events,
-        rate: args.rate,
-        duplicate_share: args.duplicates,
-        malformed_share: args.malformed,
-        aggregate: args.kpl,
-        seed: args.seed,
+        ..args.options
     };
     let produced =
         events::produce(&kinesis, &args.stream, &options, |n| bar.set_position(n)).await?;

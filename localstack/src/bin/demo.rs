@@ -24,18 +24,8 @@ struct Args {
     events: u64,
     #[arg(long, default_value_t = 2)]
     shards: i32,
-    /// Share of producer retries (duplicate ids).
-    #[arg(long, default_value_t = 0.02)]
-    duplicates: f64,
-    /// Share of malformed records.
-    #[arg(long, default_value_t = 0.005)]
-    malformed: f64,
-    /// User records per KPL aggregate (0: plain records).
-    #[arg(long, env = "KPL", default_value_t = 0)]
-    kpl: usize,
-    /// Producer rate in events per second (default: as fast as possible).
-    #[arg(long)]
-    rate: Option<f64>,
+    #[command(flatten)]
+    producer: events::Options,
     /// Event source mapping batch size.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
@@ -213,11 +203,7 @@ async fn main() -> anyhow::Result<()> {
         let stream = args.stream.clone();
         let options = events::Options {
             events: args.events,
-            rate: args.rate,
-            duplicate_share: args.duplicates,
-            malformed_share: args.malformed,
-            aggregate: args.kpl,
-            seed: 42,
+            ..args.producer.clone()
         };
         let bar = bar.clone();
         tokio::spawn(async move {
@@ -340,7 +326,7 @@ async fn main() -> anyhow::Result<()> {
         thousands(args.events),
         shards.len(),
         args.batch_size,
-        if args.kpl > 1 { format!("{} per record", args.kpl) } else { "off".into() },
+        if args.producer.aggregate > 1 { format!("{} per record", args.producer.aggregate) } else { "off".into() },
         [("Kinesis", &embedded_kinesis, "ferrokinesis"), ("DynamoDB", &embedded_dynamodb, "dynoxide")]
             .iter()
             .map(|(service, embedded, by)| match embedded {
