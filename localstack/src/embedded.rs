@@ -45,6 +45,8 @@ impl EmbeddedService {
             iterator_ttl_seconds: iterator_ttl.as_secs().max(1),
             ..Default::default()
         });
+        // axum's default 2 MB is below a full PutRecords (5 MiB of data and keys, base64 in JSON).
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(10 << 20));
         Self::serve("Kinesis", move |listener, shutdown| async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)

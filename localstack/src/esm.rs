@@ -261,6 +261,8 @@ pub async fn run_shard(
     let mut gathering_since = Instant::now();
     let mut failed_reads = 0;
     while let Some(current) = iterator.take() {
+        // Only a read that began after the producer finished can prove the shard drained.
+        let producer_was_done = *producer_done.borrow();
         let output = match kinesis
             .get_records()
             .shard_iterator(current)
@@ -328,10 +330,14 @@ pub async fn run_shard(
             gathering_since = Instant::now();
         }
         if caught_up {
-            if *producer_done.borrow() {
+            if producer_was_done {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+            // After an empty read, poll from the last record read rather than with the iterator
+            // handed back: ferrokinesis positions that one by the clock, which skips records a
+            // concurrent PutRecords numbered earlier but had not stored yet.
+            iterator = shard_iterator(kinesis, stream, shard_id, last_read.as_deref()).await?;
         }
     }
     Ok(delivery)
