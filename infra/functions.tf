@@ -160,9 +160,10 @@ data "aws_iam_policy_document" "compact" {
     }
   }
   statement {
-    sid       = "ReadStaging"
-    actions   = ["s3:GetObject"]
-    resources = ["${local.bucket_arn}/staging/*"]
+    sid     = "ReadStagingAndManifests"
+    actions = ["s3:GetObject"]
+    # Manifests record what each compaction consumed (late data, and no rebuild that shrinks a day).
+    resources = ["${local.bucket_arn}/staging/*", "${local.bucket_arn}/processed/_manifests/*"]
   }
   statement {
     sid       = "WriteAndReplaceProcessed"
@@ -224,7 +225,8 @@ resource "aws_lambda_function" "compact" {
   reserved_concurrent_executions = 1 # one compaction at a time: two runs of a day would race on its part files
 
   environment {
-    variables = local.common_environment
+    # The scheduled run looks back as far as staging is kept for days with late data.
+    variables = merge(local.common_environment, { STAGING_RETENTION_DAYS = tostring(var.staging_expiration_days) })
   }
 
   dead_letter_config {

@@ -106,6 +106,21 @@ resource "aws_cloudwatch_metric_alarm" "quarantine_rate" {
   }
 }
 
+resource "aws_cloudwatch_metric_alarm" "compaction_quarantine" {
+  alarm_name          = "${local.compact_name}-lines-quarantined"
+  alarm_description   = "Compaction quarantined staging lines it could not read. It never should: ingest writes every line. See quarantine/…/compaction-*."
+  namespace           = local.namespace
+  metric_name         = "LinesQuarantined"
+  dimensions          = local.compact_dimension
+  statistic           = "Sum"
+  period              = 86400
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+}
+
 locals {
   widget = {
     type   = "metric"
@@ -157,6 +172,14 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
           [local.namespace, "EventsCompacted", "FunctionName", local.compact_name],
           [local.namespace, "DuplicatesRemoved", "FunctionName", local.compact_name],
           [local.namespace, "ParquetFilesWritten", "FunctionName", local.compact_name, { yAxis = "right" }],
+        ]
+      } }),
+      merge(local.widget, { properties = {
+        title = "Compaction: late data and quarantined lines", region = var.region, stat = "Sum", period = 86400,
+        metrics = [
+          [local.namespace, "DaysRecompacted", "FunctionName", local.compact_name],
+          [local.namespace, "LateObjectsFound", "FunctionName", local.compact_name],
+          [local.namespace, "LinesQuarantined", "FunctionName", local.compact_name],
         ]
       } }),
       merge(local.widget, { properties = {

@@ -131,9 +131,10 @@ fn ingest_cpu(records: usize, iterations: u32, payload_out: Option<PathBuf>) -> 
         let started = Instant::now();
         let mut summary = ingest::Summary::default();
         for _ in 0..n {
-            let event: aws_lambda_events::event::kinesis::KinesisEvent =
-                serde_json::from_slice(&payload)?;
-            summary = runtime.block_on(ingest.process(&event)).1;
+            let event = pipeline::lambda_payload::KinesisBatch::parse(&payload)?;
+            summary = runtime
+                .block_on(ingest.process(&event, ingest::Deadline::none()))
+                .1;
         }
         Ok((started.elapsed(), summary))
     };

@@ -71,6 +71,11 @@ class Functions(unittest.TestCase):
         self.assertEqual(ingest["DEDUP_TABLE"], "event-pipeline-dedup")
         self.assertEqual(ingest["DEDUP_TTL_SECONDS"], "604800")
         self.assertNotIn("DEDUP_TABLE", resource("aws_lambda_function.compact")["environment"][0]["variables"])
+        compact = resource("aws_lambda_function.compact")["environment"][0]["variables"]
+        # The scheduled run looks back for late data exactly as long as staging is kept.
+        rules = resource("aws_s3_bucket_lifecycle_configuration.lake")["rule"]
+        staging_days = [r["expiration"][0]["days"] for r in rules if r["id"] == "expire-staging"]
+        self.assertEqual([int(compact["STAGING_RETENTION_DAYS"])], staging_days)
 
     def test_log_groups_keep_logs_a_year(self):
         for name in ("ingest", "compact"):
@@ -90,7 +95,7 @@ class LeastPrivilege(unittest.TestCase):
 
     def test_compact_reads_staging_replaces_processed_and_quarantines(self):
         g = grants(policy("aws_iam_role_policy.compact"))
-        self.assertEqual(g["s3:GetObject"], {f"{BUCKET}/staging/*"})
+        self.assertEqual(g["s3:GetObject"], {f"{BUCKET}/staging/*", f"{BUCKET}/processed/_manifests/*"})
         self.assertEqual(g["s3:DeleteObject"], {f"{BUCKET}/processed/*"})
         self.assertEqual(g["s3:PutObject"], {f"{BUCKET}/processed/*", f"{BUCKET}/quarantine/*"})
         self.assertEqual(g["s3:ListBucket"], {BUCKET})
@@ -164,14 +169,19 @@ class Observability(unittest.TestCase):
     def test_dashboard_shows_the_pipeline_metrics(self):
         body = resource("aws_cloudwatch_dashboard.pipeline")["dashboard_body"]
         for metric in ("Invocations", "Errors", "Duration", "IteratorAge", "IncomingRecords", "EventsWritten",
-                       "DuplicatesDropped", "RecordsQuarantined", "EventsCompacted"):
+                       "DuplicatesDropped", "RecordsQuarantined", "EventsCompacted", "DaysRecompacted",
+                       "LateObjectsFound", "LinesQuarantined"):
             self.assertIn(f'"{metric}"', body, metric)
 
     def test_alarms_cover_lag_errors_dead_letters_and_quarantine_rate(self):
         alarms = {r["alarm_name"] for a, r in RESOURCES.items() if a.startswith("aws_cloudwatch_metric_alarm.")}
         self.assertTrue({"event-pipeline-ingest-iterator-age", "event-pipeline-ingest-errors", "event-pipeline-compact-errors",
                          "event-pipeline-ingest-on-failure-depth", "event-pipeline-compact-dead-letters-depth",
-                         "event-pipeline-ingest-quarantine-rate"} <= alarms, alarms)
+                         "event-pipeline-ingest-quarantine-rate", "event-pipeline-compact-lines-quarantined"} <= alarms,
+                        alarms)
+        lines = resource("aws_cloudwatch_metric_alarm.compaction_quarantine")
+        self.assertEqual((lines["metric_name"], lines["threshold"], lines["comparison_operator"]),
+                         ("LinesQuarantined", 0, "GreaterThanThreshold"))
         self.assertEqual(resource('aws_sns_topic_subscription.alarm_email[0]')["endpoint"], "ops@example.com")
 
 

@@ -14,7 +14,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use pipeline::lambda_payload::{kinesis_event, StreamRecord};
-use pipeline::layout::compare_sequence_numbers;
+use pipeline::position::compare_sequence_numbers;
 use serde_json::{json, Value};
 
 use crate::runtime_api::{LambdaProcess, Outcome};

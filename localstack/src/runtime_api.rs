@@ -122,10 +122,22 @@ impl LambdaProcess {
         })
     }
 
-    /// Hands `payload` to the function and waits for its answer, at most `timeout`.
+    /// Hands `payload` to the function and waits for its answer, at most `timeout` (also the
+    /// invocation's deadline, as the function sees it).
     pub async fn invoke(
         &mut self,
         payload: &serde_json::Value,
+        timeout: Duration,
+    ) -> anyhow::Result<Outcome> {
+        self.invoke_raw(Bytes::from(serde_json::to_vec(payload)?), timeout)
+            .await
+    }
+
+    /// [`Self::invoke`] with the payload's exact bytes (numbers with more digits than an `f64`
+    /// keeps, odd spacing).
+    pub async fn invoke_raw(
+        &mut self,
+        payload: Bytes,
         timeout: Duration,
     ) -> anyhow::Result<Outcome> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +152,7 @@ impl LambdaProcess {
         self.queue
             .send(Pending {
                 request_id: request_id.clone(),
-                payload: Bytes::from(serde_json::to_vec(payload)?),
+                payload,
                 deadline_ms,
             })
             .await

@@ -1,6 +1,6 @@
 //! The environment both functions read once at cold start (contract: Configuration).
 
-use crate::layout::Prefixes;
+use crate::layout::{Prefixes, MAX_PREFIX_BYTES};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -41,6 +41,42 @@ pub struct IngestConfig {
 }
 
 pub const DEFAULT_DEDUP_TTL_SECONDS: i64 = 604_800;
+
+/// What `compact` reads besides the common settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactConfig {
+    pub common: CommonConfig,
+    /// `STAGING_RETENTION_DAYS`: how long staging is kept (the bucket's lifecycle rule). The
+    /// scheduled run looks this far back for days whose staging changed since their compaction.
+    pub staging_retention_days: u32,
+}
+
+pub const DEFAULT_STAGING_RETENTION_DAYS: u32 = 14;
+
+impl CompactConfig {
+    pub fn from_lookup(lookup: Lookup) -> Result<Self, ConfigError> {
+        let common = CommonConfig::from_lookup(lookup, "compact")?;
+        let staging_retention_days = match optional(lookup, "STAGING_RETENTION_DAYS") {
+            None => DEFAULT_STAGING_RETENTION_DAYS,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|days| (1..=3650).contains(days))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "STAGING_RETENTION_DAYS",
+                    why: format!("`{text}` is not a whole number of days from 1 to 3650"),
+                })?,
+        };
+        Ok(CompactConfig {
+            common,
+            staging_retention_days,
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&env_lookup)
+    }
+}
 
 /// Reads a variable through `lookup` (the process environment in the binaries, a map in tests).
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -145,6 +181,15 @@ fn prefix(lookup: Lookup, name: &'static str, default: &str) -> Result<String, C
         return Ok(default.to_string());
     };
     let trimmed = value.trim_matches('/');
+    if trimmed.len() > MAX_PREFIX_BYTES {
+        return Err(ConfigError::Invalid {
+            name,
+            why: format!(
+                "{} bytes is longer than {MAX_PREFIX_BYTES}: keys under it could pass S3's 1,024-byte limit",
+                trimmed.len()
+            ),
+        });
+    }
     let bad_segment = trimmed
         .split('/')
         .any(|segment| segment.is_empty() || segment == "." || segment == "..");
@@ -193,6 +238,7 @@ mod tests {
     #[test]
     fn every_error_names_its_variable() {
         let base = [("DATA_LAKE_BUCKET", "lake"), ("DEDUP_TABLE", "dedup")];
+        let long_prefix = "q".repeat(MAX_PREFIX_BYTES + 1);
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![("DEDUP_TABLE", "dedup")], "DATA_LAKE_BUCKET"),
             (vec![("DATA_LAKE_BUCKET", "lake")], "DEDUP_TABLE"),
@@ -224,12 +270,41 @@ mod tests {
                 [&base[..], &[("AWS_ENDPOINT_URL", "localhost:4566")]].concat(),
                 "AWS_ENDPOINT_URL",
             ),
+            (
+                [&base[..], &[("QUARANTINE_PREFIX", long_prefix.as_str())]].concat(),
+                "QUARANTINE_PREFIX",
+            ),
         ];
         for (vars, name) in cases {
             let err = ingest(&vars).unwrap_err().to_string();
             assert!(err.starts_with(name), "{err} should name {name}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    #[test]
+    fn compaction_reads_the_staging_retention() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = CompactConfig::from_lookup(&lookup(&[("DATA_LAKE_BUCKET", "lake")])).unwrap();
+        assert_eq!(c.staging_retention_days, DEFAULT_STAGING_RETENTION_DAYS);
+        let c = CompactConfig::from_lookup(&lookup(&[
+            ("DATA_LAKE_BUCKET", "lake"),
+            ("STAGING_RETENTION_DAYS", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(c.staging_retention_days, 3);
+        let err = CompactConfig::from_lookup(&lookup(&[
+            ("DATA_LAKE_BUCKET", "lake"),
+            ("STAGING_RETENTION_DAYS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("STAGING_RETENTION_DAYS"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::catalogue::{Catalogue, FieldType};
-use crate::layout::compare_sequence_numbers;
+use crate::layout::Language;
 use crate::time;
 use crate::validate::{for_each_entry, json_kind, json_str};
 
@@ -46,28 +46,6 @@ pub fn arrow_schema(catalogue: &Catalogue) -> SchemaRef {
     }
     fields.push(Field::new("extra_specifics", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
-}
-
-/// Where a staging line came from: the key compaction uses to drop redeliveries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub sequence_number: String,
-    pub sub_sequence_number: Option<u32>,
-}
-
-impl Position {
-    /// Is `(sequence, sub)` strictly after this position?
-    pub fn is_before(&self, sequence: &str, sub: Option<u32>) -> bool {
-        compare_sequence_numbers(sequence, &self.sequence_number)
-            .then(sub.cmp(&self.sub_sequence_number))
-            .is_gt()
-    }
-
-    pub fn set(&mut self, sequence: &str, sub: Option<u32>) {
-        self.sequence_number.clear();
-        self.sequence_number.push_str(sequence);
-        self.sub_sequence_number = sub;
-    }
 }
 
 #[derive(Deserialize)]
@@ -119,16 +97,18 @@ impl<'a> DecodedLine<'a> {
         self.line.source.sub_sequence_number
     }
 
-    /// `event_specifics.language_id`: the string, or the JSON text of any other non-null value.
-    pub fn language(&self) -> Option<Cow<'a, str>> {
-        let specifics = self.line.event_specifics?;
-        let mut language = None;
+    /// `event_specifics.language_id`, as the partitioning sees it.
+    pub fn language(&self) -> Language<'a> {
+        let Some(specifics) = self.line.event_specifics else {
+            return Language::Absent;
+        };
+        let mut language = Language::Absent;
         let _ = for_each_entry(specifics.get(), |key, value| {
             if key == "language_id" {
                 language = match json_str(value) {
-                    Some(s) => Some(s),
-                    None if value.get() == "null" => None,
-                    None => Some(Cow::Borrowed(value.get())),
+                    Some(s) => Language::Text(s),
+                    None if value.get() == "null" => Language::Absent,
+                    None => Language::NotAString,
                 };
             }
         });
@@ -213,6 +193,8 @@ pub struct RowBuilder {
     fields: Vec<Column>,
     extra: StringBuilder,
     rows: usize,
+    /// The staging-line bytes appended since the last `finish`: what the builders hold, roughly.
+    bytes: usize,
     // Reused per row, so appending allocates nothing in the steady state: for each catalogue
     // field, the byte range of its value inside the line's `event_specifics` text.
     slots: Vec<Option<std::ops::Range<usize>>>,
@@ -243,6 +225,7 @@ impl RowBuilder {
             fields,
             extra: StringBuilder::new(),
             rows: 0,
+            bytes: 0,
             slots: vec![None; catalogue.fields.len()],
             extra_json: String::new(),
         }
@@ -252,7 +235,13 @@ impl RowBuilder {
         self.rows
     }
 
-    pub fn append(&mut self, catalogue: &Catalogue, decoded: &DecodedLine) {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends one row, counting `line_bytes` (the staging line's length) towards [`Self::bytes`].
+    pub fn append(&mut self, catalogue: &Catalogue, decoded: &DecodedLine, line_bytes: usize) {
+        self.bytes += line_bytes;
         let line = &decoded.line;
         self.event_uuid.append_value(&line.event_uuid);
         self.event_name.append_value(&line.event_name);
@@ -332,6 +321,7 @@ impl RowBuilder {
         }
         columns.push(Arc::new(self.extra.finish()));
         self.rows = 0;
+        self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), columns)
             .expect("builders follow the schema they were made from")
     }

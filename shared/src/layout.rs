@@ -46,26 +46,40 @@ pub fn hive_escape(value: &str) -> String {
     out
 }
 
-/// The folder value for a language: escaped, or Hive's default partition when absent or empty.
-pub fn language_partition(language: Option<&str>) -> String {
+/// The partition of a `language_id` that cannot name a folder: not a string, or longer than
+/// [`MAX_LANGUAGE_BYTES`]. The row keeps the value in its column (or in `extra_specifics`).
+pub const INVALID_LANGUAGE_PARTITION: &str = "__INVALID_LANGUAGE__";
+
+/// The longest `language_id` (in UTF-8 bytes) that gets a partition of its own. Escaped, it takes
+/// at most three times as many bytes, which keeps every processed key far below S3's 1,024 (see
+/// [`MAX_PREFIX_BYTES`]).
+pub const MAX_LANGUAGE_BYTES: usize = 64;
+
+/// The longest key prefix accepted (`STAGING_PREFIX`, …), so that no key can pass S3's limit.
+pub const MAX_PREFIX_BYTES: usize = 256;
+
+/// S3's limit on the length of a key, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// What an event's `event_specifics.language_id` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Language<'a> {
+    /// Absent or null.
+    Absent,
+    Text(std::borrow::Cow<'a, str>),
+    /// A number, object, array or boolean.
+    NotAString,
+}
+
+/// The folder value for a language: escaped; Hive's default partition when absent or empty;
+/// [`INVALID_LANGUAGE_PARTITION`] when not a string or too long.
+pub fn language_partition(language: &Language) -> String {
     match language {
-        Some(l) if !l.is_empty() => hive_escape(l),
-        _ => HIVE_DEFAULT_PARTITION.to_string(),
+        Language::Absent => HIVE_DEFAULT_PARTITION.to_string(),
+        Language::Text(l) if l.is_empty() => HIVE_DEFAULT_PARTITION.to_string(),
+        Language::Text(l) if l.len() <= MAX_LANGUAGE_BYTES => hive_escape(l),
+        Language::Text(_) | Language::NotAString => INVALID_LANGUAGE_PARTITION.to_string(),
     }
-}
-
-/// Compares Kinesis sequence numbers (decimal strings of up to 128 bits) numerically.
-pub fn compare_sequence_numbers(a: &str, b: &str) -> std::cmp::Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
-/// `shardId-000000000000` from an eventID `shardId-000000000000:4954…`.
-pub fn shard_of_event_id(event_id: &str) -> &str {
-    event_id
-        .rsplit_once(':')
-        .map_or(event_id, |(shard, _)| shard)
 }
 
 /// Key prefixes of the bucket (contract: `STAGING_PREFIX`, `QUARANTINE_PREFIX`, `PROCESSED_PREFIX`).
@@ -143,6 +157,14 @@ impl Prefixes {
         )
     }
 
+    /// What compacting arrival day `day` consumed and wrote:
+    /// `{PROCESSED_PREFIX}/_manifests/arrival_day=YYYY-MM-DD.json`. Folders whose names start with
+    /// `_` are skipped by Athena, Hive, Spark and DuckDB's hive partitioning, so the lake's readers
+    /// never see them.
+    pub fn manifest_key(&self, day: Date) -> String {
+        format!("{}/_manifests/arrival_day={day}.json", self.processed)
+    }
+
     /// `…/part-{arrival day YYYYMMDD}-{NNNNN}.parquet`
     pub fn processed_key(
         &self,
@@ -171,6 +193,18 @@ pub fn is_part_of_day(key: &str, arrival_day: Date) -> bool {
     };
     rest.strip_suffix(".parquet")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `(shardId, firstSequenceNumber)` from a staging or quarantine key
+/// `…/{shardId}-{firstSequenceNumber}.ndjson` (the inverse of [`Prefixes::staging_key`]'s name);
+/// `None` for a key of another shape.
+pub fn parse_minute_object_name(key: &str) -> Option<(&str, &str)> {
+    let name = key.rsplit('/').next()?;
+    let stem = name.strip_suffix(".ndjson")?;
+    let (shard, sequence) = stem.rsplit_once('-')?;
+    let plausible =
+        !shard.is_empty() && !sequence.is_empty() && sequence.bytes().all(|b| b.is_ascii_digit());
+    plausible.then_some((shard, sequence))
 }
 
 fn day_path(day: Date) -> String {
@@ -219,6 +253,19 @@ fn push_source_fields(out: &mut Vec<u8>, source: &Source) {
     }
 }
 
+/// Appends valid JSON text with its line ends made spaces, so an event an SDK indented (or sent with
+/// CRLF) is still one NDJSON line. Exact: JSON strings cannot hold a raw CR or LF, so every one is
+/// whitespace between tokens, and UTF-8 never uses those bytes inside a character.
+fn push_on_one_line(out: &mut Vec<u8>, json: &str) {
+    let start = out.len();
+    out.extend_from_slice(json.as_bytes());
+    for b in &mut out[start..] {
+        if matches!(*b, b'\n' | b'\r') {
+            *b = b' ';
+        }
+    }
+}
+
 /// Appends one staging NDJSON line (with its newline).
 pub fn push_staging_line(out: &mut Vec<u8>, event: &ValidEvent, received_at: i64, source: &Source) {
     out.extend_from_slice(b"{\"event_uuid\":");
@@ -234,7 +281,7 @@ pub fn push_staging_line(out: &mut Vec<u8>, event: &ValidEvent, received_at: i64
     out.extend_from_slice(b"\",\"received_at\":\"");
     time::push_rfc3339_micros(out, received_at);
     out.extend_from_slice(b"\",\"event_specifics\":");
-    out.extend_from_slice(event.specifics.map_or("{}", RawValue::get).as_bytes());
+    push_on_one_line(out, event.specifics.map_or("{}", RawValue::get));
     out.extend_from_slice(b",\"source\":{");
     push_source_fields(out, source);
     out.extend_from_slice(b"}}\n");
@@ -280,8 +327,42 @@ mod tests {
         assert_eq!(hive_escape("a/b=c%"), "a%2Fb%3Dc%25");
         assert_eq!(hive_escape("tab\there"), "tab%09here");
         assert_eq!(hive_escape("日本"), "日本");
-        assert_eq!(language_partition(None), HIVE_DEFAULT_PARTITION);
-        assert_eq!(language_partition(Some("")), HIVE_DEFAULT_PARTITION);
+        let text = |s: &str| Language::Text(s.to_string().into());
+        assert_eq!(
+            language_partition(&Language::Absent),
+            HIVE_DEFAULT_PARTITION
+        );
+        assert_eq!(language_partition(&text("")), HIVE_DEFAULT_PARTITION);
+        assert_eq!(language_partition(&text("../x")), "..%2Fx");
+        assert_eq!(
+            language_partition(&Language::NotAString),
+            INVALID_LANGUAGE_PARTITION
+        );
+        let longest = "/".repeat(MAX_LANGUAGE_BYTES);
+        assert_eq!(
+            language_partition(&text(&longest)).len(),
+            3 * MAX_LANGUAGE_BYTES
+        );
+        assert_eq!(
+            language_partition(&text(&format!("{longest}x"))),
+            INVALID_LANGUAGE_PARTITION
+        );
+    }
+
+    #[test]
+    fn no_processed_key_can_exceed_s3s_limit() {
+        let long_prefix = "p".repeat(MAX_PREFIX_BYTES);
+        let p = Prefixes {
+            staging: long_prefix.clone(),
+            quarantine: long_prefix.clone(),
+            processed: long_prefix,
+        };
+        let day = Date::parse("2024-04-11").unwrap();
+        // The worst folder a language can get: every byte escaped.
+        let worst = language_partition(&Language::Text("%".repeat(MAX_LANGUAGE_BYTES).into()));
+        let key = p.processed_key(day, &worst, day, 99_999);
+        assert!(key.len() <= MAX_KEY_BYTES, "{} bytes", key.len());
+        assert!(p.manifest_key(day).len() <= MAX_KEY_BYTES);
     }
 
     #[test]
@@ -317,14 +398,19 @@ mod tests {
     }
 
     #[test]
-    fn sequence_numbers_compare_numerically() {
-        use std::cmp::Ordering::*;
-        assert_eq!(compare_sequence_numbers("9", "10"), Less);
-        assert_eq!(compare_sequence_numbers("4954000", "4954000"), Equal);
-        assert_eq!(compare_sequence_numbers("49540001", "49540000"), Greater);
+    fn staging_object_names_parse_back() {
+        let p = Prefixes::default();
+        let minute = Minute::of_micros(time::parse_rfc3339("2024-04-11T14:10:06Z").unwrap());
+        let sequence = "49546986683135544286507457936321625675700192471156785154";
+        let key = p.staging_key(minute, "shardId-000000000007", sequence);
         assert_eq!(
-            shard_of_event_id("shardId-000000000006:4959"),
-            "shardId-000000000006"
+            parse_minute_object_name(&key),
+            Some(("shardId-000000000007", sequence))
+        );
+        assert_eq!(parse_minute_object_name("staging/x/notes.txt"), None);
+        assert_eq!(
+            parse_minute_object_name("staging/x/shardId-1-abc.ndjson"),
+            None
         );
     }
 
@@ -356,6 +442,27 @@ mod tests {
         );
         // Specifics are kept byte for byte, spacing included.
         assert!(String::from_utf8_lossy(&out).contains(r#"{"score":46, "x":"y"}"#));
+    }
+
+    #[test]
+    fn an_event_spanning_lines_is_one_staging_line() {
+        let catalogue = Catalogue::embedded();
+        let data = b"{\r\n  \"event_uuid\": \"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573\",\r\n  \"created_at\": 1712844605,\n  \"event_name\": \"game:resumed\",\n  \"event_specifics\": {\r\n    \"score\": 46,\n    \"note\": \"a\\nb\"\r\n  }\r\n}\r\n";
+        let event = crate::validate::validate(data, 1_712_844_606_012_000, &catalogue).unwrap();
+        let mut out = Vec::new();
+        let source = Source {
+            shard_id: "s",
+            sequence_number: "1",
+            sub_sequence_number: None,
+        };
+        push_staging_line(&mut out, &event, 1_712_844_606_012_000, &source);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(!out.contains(&b'\r'));
+        let text = std::str::from_utf8(&out[..out.len() - 1]).unwrap();
+        let line = crate::lake::decode_staging_line(text).unwrap();
+        let specifics: serde_json::Value =
+            serde_json::from_str(line.line.event_specifics.unwrap().get()).unwrap();
+        assert_eq!(specifics, serde_json::json!({"score": 46, "note": "a\nb"}));
     }
 
     #[test]

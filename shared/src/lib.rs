@@ -15,5 +15,6 @@ pub mod layout;
 pub mod logging;
 pub mod memory;
 pub mod ports;
+pub mod position;
 pub mod time;
 pub mod validate;

@@ -53,8 +53,26 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, TimestampError> {
         .ok_or_else(|| TimestampError::OutOfRange(format!("`{s}` is outside 1970–9999")))
 }
 
-/// Exact decimal → micros, truncating below the microsecond. Accepts JSON number syntax.
+/// Exact decimal → micros, truncating below the microsecond (`created_at`: what the app said, never
+/// moved forward). Accepts JSON number syntax.
 pub fn parse_epoch_seconds(text: &str) -> Result<i64, TimestampError> {
+    epoch_seconds_to_micros(text, Rounding::Truncate)
+}
+
+/// Exact decimal → micros, rounded half up to the microsecond: Kinesis's
+/// `approximateArrivalTimestamp` (`1795219110.75` is `….750000`; an emulator's
+/// `….9826107` is `….982611`), read from its text, whatever the number of decimals.
+pub fn parse_arrival_seconds(text: &str) -> Result<i64, TimestampError> {
+    epoch_seconds_to_micros(text, Rounding::HalfUp)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rounding {
+    Truncate,
+    HalfUp,
+}
+
+fn epoch_seconds_to_micros(text: &str, rounding: Rounding) -> Result<i64, TimestampError> {
     let invalid = || TimestampError::Invalid(format!("`{}` is not a number", shorten(text)));
     let out_of_range = || TimestampError::OutOfRange(format!("{} epoch seconds", shorten(text)));
     let bytes = text.as_bytes();
@@ -99,11 +117,15 @@ pub fn parse_epoch_seconds(text: &str) -> Result<i64, TimestampError> {
     }
     // value = digits × 10^(exponent − frac_len); micros = value × 10^6.
     let shift = exponent - frac_len + 6;
-    let kept = if shift < 0 {
+    let (kept, first_dropped) = if shift < 0 {
         let drop = usize::try_from(-shift).unwrap_or(usize::MAX);
-        &digits[..digits.len().saturating_sub(drop)]
+        let keep = digits.len().saturating_sub(drop);
+        // The first dropped digit is at `keep` when it exists; with fewer digits than dropped
+        // places the value is below half a microsecond.
+        let first = (drop <= digits.len()).then(|| digits[keep]);
+        (&digits[..keep], first)
     } else {
-        &digits[..]
+        (&digits[..], None)
     };
     let mut micros: i128 = 0;
     for &d in kept {
@@ -121,6 +143,12 @@ pub fn parse_epoch_seconds(text: &str) -> Result<i64, TimestampError> {
             .checked_mul(10)
             .filter(|m| *m <= i128::from(LATEST_REPRESENTABLE))
             .ok_or_else(out_of_range)?;
+    }
+    if rounding == Rounding::HalfUp && first_dropped.is_some_and(|d| d >= b'5') {
+        micros += 1;
+        if micros > i128::from(LATEST_REPRESENTABLE) {
+            return Err(out_of_range());
+        }
     }
     Ok(micros as i64)
 }
@@ -274,6 +302,33 @@ mod tests {
     fn epoch_fraction_is_truncated_exactly_to_the_microsecond() {
         let micros = parse_created_at("1712844605.9512355").unwrap();
         assert_eq!(format_rfc3339_micros(micros), "2024-04-11T14:10:05.951235Z");
+    }
+
+    #[test]
+    fn arrival_time_is_exact_whatever_the_number_of_decimals() {
+        // Kinesis sends milliseconds, and a JSON float drops trailing zeros: `.75` is 750 ms, never
+        // 75 ms (what aws_lambda_events 1.2 read). Emulators may send microseconds or more.
+        let cases = [
+            ("1712844606.75", "2024-04-11T14:10:06.750000Z"),
+            ("1712844606.5", "2024-04-11T14:10:06.500000Z"),
+            ("1712844606.12", "2024-04-11T14:10:06.120000Z"),
+            ("1712844606.987", "2024-04-11T14:10:06.987000Z"),
+            ("1712844606.9826107", "2024-04-11T14:10:06.982611Z"),
+            ("1712844606.9826104", "2024-04-11T14:10:06.982610Z"),
+            ("1712844606.9999995", "2024-04-11T14:10:07.000000Z"),
+            ("1712844606", "2024-04-11T14:10:06.000000Z"),
+            ("1.71284460675e9", "2024-04-11T14:10:06.750000Z"),
+            ("1712844606.00000049", "2024-04-11T14:10:06.000000Z"),
+        ];
+        for (text, expected) in cases {
+            let micros = parse_arrival_seconds(text).unwrap();
+            assert_eq!(format_rfc3339_micros(micros), expected, "{text}");
+        }
+        // Below half a microsecond in total: 0.
+        assert_eq!(parse_arrival_seconds("0.0000004").unwrap(), 0);
+        assert_eq!(parse_arrival_seconds("0.0000005").unwrap(), 1);
+        assert!(parse_arrival_seconds("1712844606.").is_err());
+        assert!(parse_arrival_seconds("\"1712844606\"").is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum Reason {
     UnknownEvent,
     WrongFieldType,
     InvalidAggregate,
+    /// A Kinesis record whose Lambda envelope could not be read (its raw JSON is kept).
+    InvalidEnvelope,
     /// A staging line that compaction could not read.
     InvalidStagingLine,
 }
@@ -42,6 +44,7 @@ impl Reason {
             Reason::UnknownEvent => "unknown_event",
             Reason::WrongFieldType => "wrong_field_type",
             Reason::InvalidAggregate => "invalid_aggregate",
+            Reason::InvalidEnvelope => "invalid_envelope",
             Reason::InvalidStagingLine => "invalid_staging_line",
         }
     }

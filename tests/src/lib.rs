@@ -22,8 +22,19 @@ pub fn endpoint() -> String {
     })
 }
 
-/// A built binary of the workspace (`ingest`, `compact`), next to the test executable's `deps/`.
+/// A built binary of the workspace (`ingest`, `compact`), next to the test executable's `deps/`,
+/// or in `PIPELINE_BIN_DIR` when set (to run these tests against another build: release, an older
+/// commit, a cross-built one under an emulator).
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PIPELINE_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.exists(),
+            "{} is missing (PIPELINE_BIN_DIR)",
+            path.display()
+        );
+        return path;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -117,8 +128,7 @@ impl Lake {
 
     /// The `compact` handler in this process, wired to the emulator by the same code as the binary.
     pub async fn compact(&self) -> compact::Compact {
-        let config =
-            pipeline::config::CommonConfig::from_lookup(&self.lookup(), "compact").unwrap();
+        let config = pipeline::config::CompactConfig::from_lookup(&self.lookup()).unwrap();
         compact::Compact::from_config(&config).await
     }
 
@@ -257,9 +267,10 @@ impl Lake {
 /// The Lambda payload for `records`, both as JSON (for the binary) and parsed (for the handler).
 pub fn kinesis_payload(
     records: &[StreamRecord],
-) -> (Value, aws_lambda_events::event::kinesis::KinesisEvent) {
+) -> (Value, pipeline::lambda_payload::KinesisBatch) {
     let json = kinesis_event(records, DEFAULT_STREAM_ARN);
-    let parsed = serde_json::from_value(json.clone()).unwrap();
+    let parsed =
+        pipeline::lambda_payload::KinesisBatch::parse(json.to_string().as_bytes()).unwrap();
     (json, parsed)
 }
 

@@ -117,7 +117,12 @@ async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
             "processed/year=2024/month=04/day=11/language=lang_fr/part-20240411-00000.parquet",
         ]
     );
-    assert_eq!(lake.keys("processed/").await, files);
+    assert_eq!(lake.keys("processed/year=").await, files);
+    assert_eq!(
+        lake.keys("processed/_manifests/").await,
+        ["processed/_manifests/arrival_day=2024-04-11.json"],
+        "the run records what it consumed"
+    );
 
     let lakeview = lake.inspect_processed().await;
     let file = &lakeview["files"][0];
@@ -195,7 +200,12 @@ async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
         panic!("scheduled run failed: {}", compact.stderr_text())
     };
     assert_eq!(again, report);
-    assert_eq!(lake.keys("processed/").await, files);
+    assert_eq!(lake.keys("processed/year=").await, files);
+    assert_eq!(
+        lake.keys("processed/_manifests/").await,
+        ["processed/_manifests/arrival_day=2024-04-11.json"],
+        "the run records what it consumed"
+    );
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let emf: Vec<Value> = compact
@@ -313,7 +323,7 @@ async fn a_crash_mid_compaction_followed_by_a_rerun_leaves_each_event_once() {
     // Re-run: the result is the same as if nothing had happened.
     let report = compact.run(day()).await.unwrap();
     assert_eq!(report.rows_written, 30);
-    assert_eq!(lake.keys("processed/").await, report.files);
+    assert_eq!(lake.keys("processed/year=").await, report.files);
     assert_each_event_once(&lake, 30).await;
 }
 

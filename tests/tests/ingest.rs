@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
+use ingest::Deadline;
 use localstack::embedded::EmbeddedService;
 use localstack::runtime_api::{LambdaProcess, Outcome};
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
@@ -32,7 +33,7 @@ async fn duplicates_within_a_batch_and_across_batches_are_dropped() {
         record(0, 2, ARRIVAL_MS, event_json(2)),
         record(0, 3, ARRIVAL_MS, event_json(1)),
     ]);
-    let (response, summary) = ingest.process(&first).await;
+    let (response, summary) = ingest.process(&first, Deadline::none()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((summary.events_written, summary.duplicates_dropped), (2, 1));
 
@@ -40,7 +41,7 @@ async fn duplicates_within_a_batch_and_across_batches_are_dropped() {
         record(0, 4, ARRIVAL_MS + 60_000, event_json(2)),
         record(0, 5, ARRIVAL_MS + 60_000, event_json(3)),
     ]);
-    let (_, summary) = ingest.process(&second).await;
+    let (_, summary) = ingest.process(&second, Deadline::none()).await;
     assert_eq!((summary.events_written, summary.duplicates_dropped), (1, 1));
 
     let staged = lake.all_lines("staging/").await;
@@ -77,7 +78,7 @@ async fn duplicates_across_shards_racing_concurrently_are_written_once() {
     let runs = (0..3).map(|shard| {
         let ingest = ingest.clone();
         let event = batch(shard);
-        tokio::spawn(async move { ingest.process(&event).await })
+        tokio::spawn(async move { ingest.process(&event, Deadline::none()).await })
     });
     let results = futures::future::join_all(runs).await;
     let (mut written, mut duplicates) = (0, 0);
@@ -164,7 +165,7 @@ async fn every_reason_code_is_quarantined_with_the_raw_bytes() {
         .collect();
     records.push(record(0, 99, ARRIVAL_MS, event_json(1)));
     let (_, event) = kinesis_payload(&records);
-    let (response, summary) = ingest.process(&event).await;
+    let (response, summary) = ingest.process(&event, Deadline::none()).await;
     assert!(
         response.batch_item_failures.is_empty(),
         "bad records never fail the batch"
@@ -204,7 +205,7 @@ async fn kpl_aggregates_are_unpacked_into_their_user_records() {
         record(0, 50, ARRIVAL_MS, blob),
         record(0, 51, ARRIVAL_MS, event_json(0)),
     ]);
-    let (_, summary) = ingest.process(&event).await;
+    let (_, summary) = ingest.process(&event, Deadline::none()).await;
     assert_eq!(
         (
             summary.records_received,
@@ -239,9 +240,9 @@ async fn a_redelivered_batch_writes_the_same_objects_and_drops_nothing() {
             .map(|i| record(0, 1000 + i, ARRIVAL_MS, event_json(i)))
             .collect::<Vec<_>>(),
     );
-    let (_, first) = ingest.process(&event).await;
+    let (_, first) = ingest.process(&event, Deadline::none()).await;
     let keys = lake.keys("staging/").await;
-    let (_, again) = ingest.process(&event).await;
+    let (_, again) = ingest.process(&event, Deadline::none()).await;
     assert_eq!((first.events_written, again.events_written), (20, 20));
     assert_eq!(again.duplicates_dropped, 0);
     assert_eq!(
@@ -267,7 +268,11 @@ async fn a_crash_after_the_claims_and_before_the_write_loses_nothing_on_redelive
         .collect();
     let (_, event) = kinesis_payload(&records);
     // The invocation dies while its S3 write is in flight: the claims are made, nothing is staged.
-    let crashed = tokio::time::timeout(Duration::from_secs(3), crashing.process(&event)).await;
+    let crashed = tokio::time::timeout(
+        Duration::from_secs(3),
+        crashing.process(&event, Deadline::none()),
+    )
+    .await;
     assert!(crashed.is_err(), "the sabotaged write never finishes");
     assert_eq!(
         lake.owner(&uuid(7)).await.unwrap(),
@@ -276,7 +281,7 @@ async fn a_crash_after_the_claims_and_before_the_write_loses_nothing_on_redelive
     assert!(lake.keys("staging/").await.is_empty());
 
     // Lambda redelivers the batch to a fresh instance: each record re-claims its own id.
-    let (response, summary) = lake.ingest().await.process(&event).await;
+    let (response, summary) = lake.ingest().await.process(&event, Deadline::none()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(
         (summary.events_written, summary.duplicates_dropped),
@@ -298,14 +303,14 @@ async fn an_s3_failure_reports_batch_item_failures_from_the_lowest_unwritten_seq
         record(1, 70, ARRIVAL_MS + 60_000, event_json(5)),
     ];
     let (_, event) = kinesis_payload(&records);
-    let (response, summary) = failing.process(&event).await;
+    let (response, summary) = failing.process(&event, Deadline::none()).await;
     assert_eq!(failures(&response), ["12"]);
     assert_eq!(summary.events_written, 3);
     assert_eq!(summary.records_retried, 3);
 
     // Lambda retries from 12; S3 has recovered.
     let (_, retry) = kinesis_payload(&records[2..5]);
-    let (response, summary) = lake.ingest().await.process(&retry).await;
+    let (response, summary) = lake.ingest().await.process(&retry, Deadline::none()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(
         (

@@ -1,8 +1,9 @@
 //! The `compact` function: one arrival day of staging NDJSON → Parquet by event day and language.
 //!
-//! - Staging objects are read shard by shard in first-sequence order. Within a shard, sequence
-//!   numbers grow with arrival, so a line not beyond the highest position already emitted for its
-//!   shard is a redelivery and is skipped: memory per shard, not per event.
+//! - Staging objects are read shard by shard in first-sequence order. A line is a redelivery only
+//!   when its exact (shard, sequence, sub-sequence) was already emitted ([`RedeliveryFilter`]); one
+//!   shard's objects may interleave, and the filter remembers only positions later objects can
+//!   still overlap.
 //! - Rows go to one writer per (event day, language); each writes zstd Parquet through a multipart
 //!   upload, so neither the day nor a file is ever held whole. Row groups close at
 //!   [`Settings::row_group_bytes`]; when the writers together hold more than
@@ -10,7 +11,12 @@
 //! - Output names are deterministic (`part-{day}-{NNNNN}` per partition) and only after every new
 //!   file is complete are the day's other `part-{day}-*` files deleted: a re-run, or a re-run after a
 //!   crash, leaves exactly one copy of each event.
+//! - Each run records what it consumed in a manifest. A later run refuses to rebuild a day whose
+//!   consumed staging has partly gone (the lake never shrinks) unless forced, and the scheduled run
+//!   compacts again every earlier day, within staging retention, whose staging changed since: late
+//!   data reaches the lake by itself.
 
+mod manifest;
 mod sink;
 
 use std::collections::HashMap;
@@ -24,13 +30,15 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use pipeline::catalogue::Catalogue;
-use pipeline::config::CommonConfig;
-use pipeline::lake::{self, Position, RowBuilder};
-use pipeline::layout::{self, compare_sequence_numbers, Prefixes};
+use pipeline::config::{CompactConfig, DEFAULT_STAGING_RETENTION_DAYS};
+use pipeline::lake::{self, RowBuilder};
+use pipeline::layout::{self, Prefixes};
 use pipeline::ports::{publish_metrics, Metric, MetricsSink, ObjectInfo, ObjectStore, StoreError};
+use pipeline::position::{compare_sequence_numbers, RedeliveryFilter};
 use pipeline::time::{self, Date};
 use serde::Serialize;
 
+use crate::manifest::Manifest;
 use crate::sink::ObjectFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +53,8 @@ pub enum CompactError {
     Refused { day: Date, why: String },
 }
 
-/// The contract's response, plus the count of staging lines sent to quarantine.
+/// The contract's response, plus the count of staging lines sent to quarantine and, for a
+/// scheduled run, the earlier days it compacted again or had to leave alone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub day: String,
@@ -56,8 +65,41 @@ pub struct Report {
     /// Keys of the Parquet files this run wrote, sorted.
     pub files: Vec<String>,
     pub quarantined_lines: u64,
+    /// Earlier days compacted again because their staging changed (late data).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recompacted: Vec<Report>,
+    /// Earlier days whose staging changed but that could not be compacted again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_recompacted: Vec<NotRecompacted>,
+    /// Staging objects that were new or rewritten since the last compaction of their day.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub late_objects: u64,
     #[serde(skip)]
     pub parquet_bytes: u64,
+    /// The most bytes of undecoded rows held at once, for the memory bound's tests.
+    #[serde(skip)]
+    pub peak_buffered_bytes: usize,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotRecompacted {
+    pub day: String,
+    pub why: String,
+}
+
+/// What an invocation asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The arrival day to compact.
+    pub day: Date,
+    /// Rebuild the day even if staging it compacted before is gone (the lake may shrink).
+    pub force: bool,
+    /// Also compact again the earlier days whose staging changed (the scheduled run).
+    pub catch_up: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +112,9 @@ pub struct Settings {
     pub file_bytes: u64,
     /// Upper bound on the encoded-but-unflushed bytes of all writers together.
     pub memory_budget: usize,
+    /// Undecoded row bytes buffered per partition before they are encoded: events can be up to
+    /// 1 MiB each, so a row count alone does not bound memory.
+    pub batch_bytes: usize,
     /// Multipart part size.
     pub part_size: usize,
     /// Staging objects fetched ahead of the one being decoded.
@@ -84,18 +129,33 @@ impl Default for Settings {
             row_group_bytes: 128 << 20,
             file_bytes: 1 << 30,
             memory_budget: 64 << 20,
+            batch_bytes: 8 << 20,
             part_size: pipeline::ports::MIN_PART_SIZE,
             prefetch: 8,
         }
     }
 }
 
-/// Which arrival day an invocation compacts: `{"day":"YYYY-MM-DD"}`, or a scheduled event whose
-/// `time` is in the day after.
-pub fn requested_day(payload: &serde_json::Value) -> Result<Date, CompactError> {
+/// Reads the payload: `{"day":"YYYY-MM-DD"}` (optionally `"force": true`), or a scheduled event
+/// whose `time` is in the day after the one to compact (which also catches up on earlier days).
+pub fn parse_request(payload: &serde_json::Value) -> Result<Request, CompactError> {
+    let force = match payload.get("force") {
+        None => false,
+        Some(serde_json::Value::Bool(force)) => *force,
+        Some(other) => {
+            return Err(CompactError::BadRequest(format!(
+                "`force` must be true or false, got {other}"
+            )))
+        }
+    };
     if let Some(day) = payload.get("day") {
-        return day.as_str().and_then(Date::parse).ok_or_else(|| {
+        let day = day.as_str().and_then(Date::parse).ok_or_else(|| {
             CompactError::BadRequest(format!("`day` must be \"YYYY-MM-DD\", got {day}"))
+        })?;
+        return Ok(Request {
+            day,
+            force,
+            catch_up: false,
         });
     }
     if let Some(time) = payload.get("time") {
@@ -107,7 +167,11 @@ pub fn requested_day(payload: &serde_json::Value) -> Result<Date, CompactError> 
                     "`time` must be an RFC 3339 timestamp, got {time}"
                 ))
             })?;
-        return Ok(Date::of_micros(micros).pred());
+        return Ok(Request {
+            day: Date::of_micros(micros).pred(),
+            force,
+            catch_up: true,
+        });
     }
     Err(CompactError::BadRequest(format!(
         "expected {{\"day\":\"YYYY-MM-DD\"}} or a scheduled event with a \"time\" field, got {}",
@@ -122,6 +186,8 @@ pub struct Compact {
     pub objects: Arc<dyn ObjectStore>,
     pub metrics: Arc<dyn MetricsSink>,
     pub settings: Settings,
+    /// How many days back the scheduled run looks for late data.
+    pub staging_retention_days: u32,
 }
 
 impl Compact {
@@ -138,25 +204,35 @@ impl Compact {
             objects,
             metrics,
             settings: Settings::default(),
+            staging_retention_days: DEFAULT_STAGING_RETENTION_DAYS,
         }
     }
 
     /// Builds the real adapters once, at cold start.
-    pub async fn from_config(config: &CommonConfig) -> Compact {
+    pub async fn from_config(config: &CompactConfig) -> Compact {
         let sdk = pipeline::aws::load_sdk_config().await;
-        Compact::new(
-            config.prefixes.clone(),
-            Arc::new(pipeline::aws::S3ObjectStore::new(&sdk, config)),
-            Arc::from(pipeline::aws::metrics_sink(&sdk, config)),
-        )
+        let common = &config.common;
+        let mut compact = Compact::new(
+            common.prefixes.clone(),
+            Arc::new(pipeline::aws::S3ObjectStore::new(&sdk, common)),
+            Arc::from(pipeline::aws::metrics_sink(&sdk, common)),
+        );
+        compact.staging_retention_days = config.staging_retention_days;
+        compact
     }
 
     pub async fn handle(&self, payload: &serde_json::Value) -> Result<Report, CompactError> {
-        let day = requested_day(payload)?;
+        let request = parse_request(payload)?;
         let started = std::time::Instant::now();
-        let report = self.run(day).await.inspect_err(|error| {
-            tracing::error!(%error, day = %day, "compaction failed");
-        })?;
+        let mut report = self
+            .run_with(request.day, request.force)
+            .await
+            .inspect_err(|error| {
+                tracing::error!(%error, day = %request.day, "compaction failed");
+            })?;
+        if request.catch_up {
+            self.catch_up(request.day, &mut report).await?;
+        }
         tracing::info!(
             day = report.day,
             input_objects = report.input_objects,
@@ -166,25 +242,106 @@ impl Compact {
             files = report.files.len(),
             parquet_bytes = report.parquet_bytes,
             quarantined_lines = report.quarantined_lines,
+            days_recompacted = report.recompacted.len(),
+            late_objects = report.late_objects,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compaction done"
         );
+        let all = || std::iter::once(&report).chain(&report.recompacted);
+        let total = |field: fn(&Report) -> u64| all().map(field).sum::<u64>();
         publish_metrics(
             self.metrics.as_ref(),
             &[
-                Metric::count("EventsCompacted", report.rows_written),
-                Metric::count("DuplicatesRemoved", report.duplicates_removed),
-                Metric::count("ParquetFilesWritten", report.files.len() as u64),
-                Metric::bytes("ParquetBytesWritten", report.parquet_bytes),
+                Metric::count("EventsCompacted", total(|r| r.rows_written)),
+                Metric::count("DuplicatesRemoved", total(|r| r.duplicates_removed)),
+                Metric::count("ParquetFilesWritten", total(|r| r.files.len() as u64)),
+                Metric::bytes("ParquetBytesWritten", total(|r| r.parquet_bytes)),
+                Metric::count("LinesQuarantined", total(|r| r.quarantined_lines)),
+                Metric::count("DaysRecompacted", report.recompacted.len() as u64),
+                Metric::count("LateObjectsFound", report.late_objects),
             ],
         )
         .await;
         Ok(report)
     }
 
-    /// Compacts arrival day `day`.
+    /// Compacts arrival day `day` (refusing if staging it compacted before is gone).
     pub async fn run(&self, day: Date) -> Result<Report, CompactError> {
+        self.run_with(day, false).await
+    }
+
+    /// Compacts arrival day `day`; with `force`, even if staging it compacted before is gone.
+    pub async fn run_with(&self, day: Date, force: bool) -> Result<Report, CompactError> {
         let staging = self.staging_objects(day).await?;
+        let manifest = self.manifest(day).await?;
+        self.compact_day(day, staging, manifest.as_ref(), force)
+            .await
+    }
+
+    /// The scheduled run's second half: every earlier day within staging retention whose staging
+    /// changed since its last compaction (or that was never compacted) is compacted again. A day
+    /// whose consumed staging is partly gone is left alone and reported: rebuilding it from what is
+    /// left would shrink the lake.
+    async fn catch_up(&self, today: Date, report: &mut Report) -> Result<(), CompactError> {
+        let mut day = today;
+        for _ in 1..self.staging_retention_days {
+            day = day.pred();
+            let staging = self.staging_objects(day).await?;
+            if staging.is_empty() {
+                continue;
+            }
+            let manifest = self.manifest(day).await?;
+            let late = match &manifest {
+                Some(manifest) => manifest.compare(&staging).new_or_changed,
+                None => staging.len(),
+            };
+            if late == 0 {
+                continue;
+            }
+            tracing::info!(day = %day, late_objects = late, "staging changed since the day was compacted");
+            match self
+                .compact_day(day, staging, manifest.as_ref(), false)
+                .await
+            {
+                Ok(again) => {
+                    report.late_objects += late as u64;
+                    report.recompacted.push(again);
+                }
+                Err(CompactError::Refused { why, .. }) => {
+                    tracing::error!(day = %day, why, "late data left in staging");
+                    report.not_recompacted.push(NotRecompacted {
+                        day: day.to_string(),
+                        why,
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    async fn manifest(&self, day: Date) -> Result<Option<Manifest>, CompactError> {
+        let key = self.prefixes.manifest_key(day);
+        let Some(bytes) = read_optional(self.objects.as_ref(), &key).await? else {
+            return Ok(None);
+        };
+        Manifest::from_json(&bytes)
+            .map(Some)
+            .map_err(|e| CompactError::Refused {
+                day,
+                why: format!(
+                    "its manifest {key} is unreadable ({e}); delete it to compact the day afresh"
+                ),
+            })
+    }
+
+    async fn compact_day(
+        &self,
+        day: Date,
+        staging: Vec<ObjectInfo>,
+        manifest: Option<&Manifest>,
+        force: bool,
+    ) -> Result<Report, CompactError> {
         let processed_prefix = format!("{}/", self.prefixes.processed);
         let earlier_parts: Vec<String> = self
             .objects
@@ -194,18 +351,8 @@ impl Compact {
             .map(|o| o.key)
             .filter(|key| layout::is_part_of_day(key, day))
             .collect();
-        if staging.is_empty() && !earlier_parts.is_empty() {
-            // Most likely staging expired under its lifecycle rule: deleting the lake's copy
-            // would lose the day.
-            return Err(CompactError::Refused {
-                day,
-                why: format!(
-                    "no staging objects under {} but {} Parquet files from an earlier run exist; \
-                     delete them by hand if the day is really empty",
-                    self.prefixes.staging_day_prefix(day),
-                    earlier_parts.len()
-                ),
-            });
+        if !force {
+            refuse_to_shrink(self, day, &staging, manifest, &earlier_parts)?;
         }
 
         let mut run = Run::new(self, day);
@@ -228,6 +375,21 @@ impl Compact {
         }
         let mut files = files;
         files.sort();
+        // Last: a crash before this leaves the old manifest, and the next scheduled run sees the
+        // change again.
+        let manifest = Manifest::new(
+            day.to_string(),
+            time::format_rfc3339_micros(now_micros()),
+            &staging,
+            files.clone(),
+            run.rows_written,
+        );
+        self.objects
+            .put(
+                &self.prefixes.manifest_key(day),
+                Bytes::from(manifest.to_json()),
+            )
+            .await?;
         Ok(Report {
             day: day.to_string(),
             input_objects: staging.len() as u64,
@@ -236,7 +398,11 @@ impl Compact {
             rows_written: run.rows_written,
             files,
             quarantined_lines: run.quarantined_lines,
+            recompacted: Vec::new(),
+            not_recompacted: Vec::new(),
+            late_objects: 0,
             parquet_bytes: run.parquet_bytes,
+            peak_buffered_bytes: run.peak_buffered_bytes,
         })
     }
 
@@ -261,11 +427,64 @@ impl Compact {
     }
 }
 
-/// `(shardId, firstSequenceNumber)` from `…/{shardId}-{firstSequenceNumber}.ndjson`.
+/// Refuses a run that would rebuild a day from less staging than an earlier run consumed.
+fn refuse_to_shrink(
+    compact: &Compact,
+    day: Date,
+    staging: &[ObjectInfo],
+    manifest: Option<&Manifest>,
+    earlier_parts: &[String],
+) -> Result<(), CompactError> {
+    let gone = manifest.map_or(0, |m| m.compare(staging).gone);
+    let why = if let (Some(manifest), true) = (manifest, gone > 0) {
+        format!(
+            "{gone} of the {} staging objects its compaction of {} consumed are gone \
+             (expired?), so a rebuild would drop their events from the lake; \
+             send {{\"day\":\"{day}\",\"force\":true}} to rebuild from what is left",
+            manifest.staging.len(),
+            manifest.compacted_at
+        )
+    } else if staging.is_empty() && !earlier_parts.is_empty() {
+        // Also for days compacted before manifests existed.
+        format!(
+            "no staging objects under {} but {} Parquet files from an earlier run exist; \
+             send {{\"day\":\"{day}\",\"force\":true}} if the day is really empty",
+            compact.prefixes.staging_day_prefix(day),
+            earlier_parts.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(CompactError::Refused { day, why })
+}
+
+/// An object's bytes, or `None` when there is no such object.
+async fn read_optional(
+    objects: &dyn ObjectStore,
+    key: &str,
+) -> Result<Option<Vec<u8>>, CompactError> {
+    let exists = objects.list(key).await?.iter().any(|o| o.key == key);
+    if !exists {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    let mut stream = objects.get(key).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A staging object's shard and first sequence number from its name; a name of another shape
+/// sorts by itself, before the named ones.
 fn shard_and_first_sequence(key: &str) -> (&str, &str) {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    let stem = name.strip_suffix(".ndjson").unwrap_or(name);
-    stem.rsplit_once('-').unwrap_or((stem, ""))
+    layout::parse_minute_object_name(key).unwrap_or(("", ""))
 }
 
 /// One partition's output: rows being gathered, and the file they are being written to.
@@ -277,20 +496,28 @@ struct Partition {
     next_part: u32,
 }
 
+impl Partition {
+    fn buffered_bytes(&self) -> usize {
+        self.rows.bytes()
+    }
+}
+
 /// The state of one compaction.
 struct Run<'c> {
     compact: &'c Compact,
     day: Date,
     properties: WriterProperties,
     partitions: HashMap<(Date, String), Partition>,
-    /// Per shard, the highest position emitted so far.
-    watermarks: HashMap<String, Position>,
+    redeliveries: RedeliveryFilter,
     files: Vec<String>,
     input_events: u64,
     duplicates_removed: u64,
     rows_written: u64,
     quarantined_lines: u64,
     parquet_bytes: u64,
+    /// Bytes of rows gathered but not yet encoded, over all partitions, and the most at once.
+    buffered_bytes: usize,
+    peak_buffered_bytes: usize,
 }
 
 impl<'c> Run<'c> {
@@ -312,13 +539,15 @@ impl<'c> Run<'c> {
             day,
             properties,
             partitions: HashMap::new(),
-            watermarks: HashMap::new(),
+            redeliveries: RedeliveryFilter::default(),
             files: Vec::new(),
             input_events: 0,
             duplicates_removed: 0,
             rows_written: 0,
             quarantined_lines: 0,
             parquet_bytes: 0,
+            buffered_bytes: 0,
+            peak_buffered_bytes: 0,
         }
     }
 
@@ -349,6 +578,9 @@ impl<'c> Run<'c> {
 
     async fn compact_object(&mut self, key: &str, body: &[u8]) -> Result<(), CompactError> {
         let compact = self.compact;
+        if let Some((shard, first)) = layout::parse_minute_object_name(key) {
+            self.redeliveries.start_object(shard, first);
+        }
         let mut bad_lines = Vec::new();
         for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -367,25 +599,16 @@ impl<'c> Run<'c> {
                     continue;
                 }
             };
-            let (sequence, sub) = (line.sequence_number(), line.sub_sequence_number());
-            match self.watermarks.get_mut(line.shard_id()) {
-                Some(position) if !position.is_before(sequence, sub) => {
-                    self.duplicates_removed += 1;
-                    continue;
-                }
-                Some(position) => position.set(sequence, sub),
-                None => {
-                    let mut position = Position {
-                        sequence_number: String::new(),
-                        sub_sequence_number: None,
-                    };
-                    position.set(sequence, sub);
-                    self.watermarks
-                        .insert(line.shard_id().to_string(), position);
-                }
+            if !self.redeliveries.first_sight(
+                line.shard_id(),
+                line.sequence_number(),
+                line.sub_sequence_number(),
+            ) {
+                self.duplicates_removed += 1;
+                continue;
             }
             let event_day = Date::of_micros(line.created_at);
-            let language = layout::language_partition(line.language().as_deref());
+            let language = layout::language_partition(&line.language());
             let partition = self
                 .partitions
                 .entry((event_day, language))
@@ -396,11 +619,26 @@ impl<'c> Run<'c> {
                     file: None,
                     next_part: 0,
                 });
-            partition.rows.append(&compact.catalogue, &line);
+            partition.rows.append(&compact.catalogue, &line, raw.len());
             self.rows_written += 1;
-            if partition.rows.rows() >= compact.settings.batch_rows {
+            self.buffered_bytes += raw.len();
+            self.peak_buffered_bytes = self.peak_buffered_bytes.max(self.buffered_bytes);
+            if partition.rows.rows() >= compact.settings.batch_rows
+                || partition.buffered_bytes() >= compact.settings.batch_bytes
+            {
                 let key = (partition.event_day, partition.language.clone());
                 self.encode(&key).await?;
+            }
+            if self.buffered_bytes >= compact.settings.memory_budget / 2 {
+                // Many partitions each below their own bound: encode the biggest.
+                let biggest = self
+                    .partitions
+                    .iter()
+                    .max_by_key(|(_, p)| p.buffered_bytes())
+                    .map(|(key, _)| key.clone());
+                if let Some(key) = biggest {
+                    self.encode(&key).await?;
+                }
             }
         }
         if !bad_lines.is_empty() {
@@ -422,6 +660,7 @@ impl<'c> Run<'c> {
     async fn encode(&mut self, key: &(Date, String)) -> Result<(), CompactError> {
         let compact = self.compact;
         let partition = self.partitions.get_mut(key).expect("partition exists");
+        self.buffered_bytes -= partition.buffered_bytes();
         let batch = partition.rows.finish();
         if partition.file.is_none() {
             let object_key = compact.prefixes.processed_key(

@@ -1,7 +1,7 @@
 //! Cold start: read the configuration, build the clients once, then serve the Lambda Runtime API.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use pipeline::config::CommonConfig;
+use pipeline::config::CompactConfig;
 
 // glibc malloc was a third of the CPU profile: every record allocates a handful of small strings.
 #[global_allocator]
@@ -10,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pipeline::logging::init();
-    let config = CommonConfig::from_env("compact").unwrap_or_else(|error| {
+    let config = CompactConfig::from_env().unwrap_or_else(|error| {
         eprintln!("compact: configuration error: {error}");
         std::process::exit(2)
     });

@@ -22,16 +22,43 @@ fn staging_body(shard: &str, events: &[(u64, Vec<u8>)]) -> Vec<u8> {
 }
 
 async fn stage(store: &MemoryObjectStore, shard: &str, events: &[(u64, Vec<u8>)]) -> String {
+    stage_at(store, shard, events, ARRIVAL_MS).await
+}
+
+/// Stages `events` as one object of `shard` that arrived at `arrival_ms`, as ingest names it.
+async fn stage_at(
+    store: &MemoryObjectStore,
+    shard: &str,
+    events: &[(u64, Vec<u8>)],
+    arrival_ms: i64,
+) -> String {
     let key = Prefixes::default().staging_key(
-        Minute::of_micros(ARRIVAL_MS * 1000),
+        Minute::of_micros(arrival_ms * 1000),
         shard,
         &events[0].0.to_string(),
     );
     store
-        .put(&key, Bytes::from(staging_body(shard, events)))
+        .put(&key, Bytes::from(staging_lines(shard, events, arrival_ms)))
         .await
         .unwrap();
     key
+}
+
+fn en(sequences: &[u64]) -> Vec<(u64, Vec<u8>)> {
+    sequences
+        .iter()
+        .map(|&s| (s, event_with_language(s, "lang_en")))
+        .collect()
+}
+
+fn sorted_ids(store: &MemoryObjectStore, files: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = files
+        .iter()
+        .flat_map(|f| column_strings(&read_parquet(store, f), "event_uuid"))
+        .flatten()
+        .collect();
+    ids.sort();
+    ids
 }
 
 fn compactor(store: &MemoryObjectStore) -> (Compact, Arc<MemoryMetrics>) {
@@ -69,20 +96,33 @@ fn column_strings(batches: &[RecordBatch], name: &str) -> Vec<Option<String>> {
 
 #[test]
 fn the_requested_day_comes_from_day_or_the_schedule_time() {
-    assert_eq!(requested_day(&json!({"day": "2024-04-11"})).unwrap(), day());
+    let request = |day, force, catch_up| Request {
+        day,
+        force,
+        catch_up,
+    };
     assert_eq!(
-        requested_day(&json!({"time": "2024-04-12T00:15:00Z", "source": "aws.events"})).unwrap(),
-        day()
+        parse_request(&json!({"day": "2024-04-11"})).unwrap(),
+        request(day(), false, false)
+    );
+    assert_eq!(
+        parse_request(&json!({"day": "2024-04-11", "force": true})).unwrap(),
+        request(day(), true, false)
+    );
+    assert_eq!(
+        parse_request(&json!({"time": "2024-04-12T00:15:00Z", "source": "aws.events"})).unwrap(),
+        request(day(), false, true)
     );
     for bad in [
         json!({"day": "2024-4-11"}),
         json!({"day": 20240411}),
+        json!({"day": "2024-04-11", "force": "yes"}),
         json!({"time": "noon"}),
         json!({}),
         json!([1]),
     ] {
         assert!(
-            matches!(requested_day(&bad), Err(CompactError::BadRequest(_))),
+            matches!(parse_request(&bad), Err(CompactError::BadRequest(_))),
             "{bad}"
         );
     }
@@ -217,12 +257,17 @@ async fn a_rerun_replaces_exactly_the_days_parts_and_removes_leftovers() {
         store.object(other_day).is_some(),
         "other arrival days untouched"
     );
-    let processed: Vec<_> = store
+    let parquet: Vec<_> = store
         .keys()
         .into_iter()
-        .filter(|k| k.starts_with("processed/"))
+        .filter(|k| k.starts_with("processed/") && k.ends_with(".parquet"))
         .collect();
-    assert_eq!(processed.len(), 3);
+    assert_eq!(parquet.len(), 3);
+    let manifest = store
+        .object(&Prefixes::default().manifest_key(day()))
+        .expect("the run records what it consumed");
+    let manifest = manifest::Manifest::from_json(&manifest).unwrap();
+    assert_eq!((manifest.staging.len(), manifest.files), (1, second.files));
 }
 
 #[tokio::test]
@@ -338,4 +383,170 @@ async fn big_partitions_roll_over_into_numbered_parts_written_in_multipart() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(total, 3000);
+}
+
+#[tokio::test]
+async fn interleaved_batches_of_one_shard_keep_every_event_once() {
+    // ParallelizationFactor 2: one shard's records in two concurrent batches split by partition
+    // key, so the two objects' sequence numbers interleave; then a redelivery of part of the first.
+    let store = MemoryObjectStore::default();
+    let shard = "shardId-000000000000";
+    stage(&store, shard, &en(&[10, 12, 14])).await;
+    stage(&store, shard, &en(&[11, 13, 15])).await;
+    stage(&store, shard, &en(&[12, 14])).await;
+    // Arrival times that go backwards across a minute boundary within the shard.
+    let next_minute = ARRIVAL_MS - ARRIVAL_MS % 60_000 + 60_000;
+    stage_at(&store, shard, &en(&[20, 22]), next_minute).await;
+    stage_at(&store, shard, &en(&[21, 23]), next_minute - 1).await;
+    let (compact, _) = compactor(&store);
+    let report = compact.run(day()).await.unwrap();
+    assert_eq!((report.input_objects, report.input_events), (5, 12));
+    assert_eq!((report.rows_written, report.duplicates_removed), (10, 2));
+    let expected: Vec<String> = [10, 11, 12, 13, 14, 15, 20, 21, 22, 23]
+        .into_iter()
+        .map(uuid)
+        .collect();
+    assert_eq!(sorted_ids(&store, &report.files), expected);
+}
+
+#[tokio::test]
+async fn a_rerun_after_staging_partly_expired_refuses_and_keeps_the_lake() {
+    let store = MemoryObjectStore::default();
+    let shard = "shardId-000000000000";
+    let first = stage(&store, shard, &en(&[1, 2])).await;
+    stage(&store, shard, &en(&[3, 4])).await;
+    let (compact, _) = compactor(&store);
+    let report = compact.run(day()).await.unwrap();
+    assert_eq!(report.rows_written, 4);
+    let lake_before: Vec<_> = report.files.iter().map(|f| store.object(f)).collect();
+
+    // Lifecycle expiry took the first object, not the second.
+    store.delete(&[first]).await.unwrap();
+    let refused = compact.run(day()).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, CompactError::Refused { .. }), "{message}");
+    assert!(message.contains("1 of the 2 staging objects"), "{message}");
+    assert!(message.contains("\"force\":true"), "{message}");
+    let lake_after: Vec<_> = report.files.iter().map(|f| store.object(f)).collect();
+    assert_eq!(lake_after, lake_before, "the lake is untouched");
+    assert_eq!(
+        sorted_ids(&store, &report.files),
+        (1..=4).map(uuid).collect::<Vec<_>>()
+    );
+
+    // Asked explicitly, it rebuilds from what is left.
+    let forced = compact
+        .handle(&json!({"day": DAY, "force": true}))
+        .await
+        .unwrap();
+    assert_eq!(forced.rows_written, 2);
+    assert_eq!(sorted_ids(&store, &forced.files), [uuid(3), uuid(4)]);
+}
+
+#[tokio::test]
+async fn the_scheduled_run_brings_late_data_of_earlier_days_into_the_lake() {
+    let store = MemoryObjectStore::default();
+    let shard = "shardId-000000000000";
+    stage(&store, shard, &en(&[1, 2])).await;
+    let (compact, metrics) = compactor(&store);
+    let on_time = compact.run(day()).await.unwrap();
+    assert_eq!(on_time.rows_written, 2);
+
+    // A shard that was behind at midnight: records that arrived on the day, ingested after it was
+    // compacted.
+    stage(&store, shard, &en(&[3, 4, 5])).await;
+    let two_days_later = json!({"time": "2024-04-13T00:15:00Z", "source": "aws.events"});
+    let report = compact.handle(&two_days_later).await.unwrap();
+    assert_eq!(report.day, "2024-04-12");
+    assert_eq!(report.late_objects, 1);
+    assert_eq!(report.recompacted.len(), 1);
+    let again = &report.recompacted[0];
+    assert_eq!((again.day.as_str(), again.rows_written), (DAY, 5));
+    assert_eq!(
+        sorted_ids(&store, &again.files),
+        (1..=5).map(uuid).collect::<Vec<_>>()
+    );
+    assert_eq!(metrics.total("DaysRecompacted"), 1.0);
+    assert_eq!(metrics.total("LateObjectsFound"), 1.0);
+    let response = serde_json::to_value(&report).unwrap();
+    assert_eq!(response["recompacted"][0]["day"], DAY);
+
+    // Nothing changed since: the next run compacts nothing again.
+    let quiet = compact.handle(&two_days_later).await.unwrap();
+    assert!(quiet.recompacted.is_empty() && quiet.late_objects == 0);
+    assert!(serde_json::to_value(&quiet)
+        .unwrap()
+        .get("recompacted")
+        .is_none());
+}
+
+#[tokio::test]
+async fn late_data_of_a_partly_expired_day_is_reported_not_compacted() {
+    let store = MemoryObjectStore::default();
+    let shard = "shardId-000000000000";
+    let first = stage(&store, shard, &en(&[1, 2])).await;
+    let (compact, _) = compactor(&store);
+    let on_time = compact.run(day()).await.unwrap();
+    store.delete(&[first]).await.unwrap();
+    stage(&store, shard, &en(&[3])).await;
+    let report = compact
+        .handle(&json!({"time": "2024-04-13T00:15:00Z"}))
+        .await
+        .unwrap();
+    assert!(report.recompacted.is_empty());
+    assert_eq!(report.not_recompacted.len(), 1);
+    assert_eq!(report.not_recompacted[0].day, DAY);
+    assert_eq!(sorted_ids(&store, &on_time.files), [uuid(1), uuid(2)]);
+}
+
+#[tokio::test]
+async fn a_language_that_cannot_name_a_folder_goes_to_the_invalid_partition() {
+    let store = MemoryObjectStore::default();
+    let long = "x".repeat(2000);
+    let numeric = br#"{"event_uuid":"00000000-0000-4000-8000-000000000003","created_at":1712844605,"event_name":"user:login","event_specifics":{"device":"iOS","language_id":5}}"#.to_vec();
+    stage(
+        &store,
+        "shardId-000000000000",
+        &[(1, event_with_language(1, &long)), (3, numeric)],
+    )
+    .await;
+    let (compact, _) = compactor(&store);
+    let report = compact.run(day()).await.unwrap();
+    assert_eq!(
+        report.files,
+        ["processed/year=2024/month=04/day=11/language=__INVALID_LANGUAGE__/part-20240411-00000.parquet"]
+    );
+    let rows = read_parquet(&store, &report.files[0]);
+    assert_eq!(column_strings(&rows, "language_id"), [Some(long), None]);
+    assert_eq!(
+        column_strings(&rows, "extra_specifics")[1].as_deref(),
+        Some(r#"{"language_id":5}"#)
+    );
+}
+
+#[tokio::test]
+async fn large_events_are_encoded_by_bytes_not_only_by_row_count() {
+    // Kinesis takes records of up to 1 MiB: 48 events of 256 KiB are 12 MiB in one partition,
+    // far below the row count that would encode them.
+    let store = MemoryObjectStore::default();
+    let big = "y".repeat(256 << 10);
+    let events: Vec<(u64, Vec<u8>)> = (1..=48)
+        .map(|n| {
+            let json = format!(
+                r#"{{"event_uuid":"{}","created_at":1712844605,"event_name":"game:resumed","event_specifics":{{"language_id":"lang_en","user_location":"{big}"}}}}"#,
+                uuid(n)
+            );
+            (n, json.into_bytes())
+        })
+        .collect();
+    stage(&store, "shardId-000000000000", &events).await;
+    let (compact, _) = compactor(&store);
+    let report = compact.run(day()).await.unwrap();
+    assert_eq!(report.rows_written, 48);
+    let bound = compact.settings.batch_bytes + (300 << 10);
+    assert!(
+        report.peak_buffered_bytes <= bound,
+        "{} bytes buffered, bound {bound}",
+        report.peak_buffered_bytes
+    );
 }

@@ -4,26 +4,32 @@
 //! 2. Valid events claim their id in the dedup store, concurrently under a bound; a later copy of
 //!    an id inside the same batch is a duplicate without asking the store.
 //! 3. Lines are grouped per (arrival minute, shard): one PUT per object, never one per record.
-//! 4. Whatever could not be made safe (a claim or a PUT that failed after the SDK's retries) is
-//!    reported as `batchItemFailures` from the lowest such sequence number of its shard, so Lambda
-//!    redelivers from there. Records of a failed shard at or beyond that number are not written now:
-//!    they come back, and re-claim their own ids.
+//! 4. Whatever could not be made safe (a claim or a PUT that failed after the SDK's retries, or was
+//!    not finished when the invocation's deadline came near) is reported as `batchItemFailures`
+//!    from the lowest such sequence number of its shard, so Lambda redelivers from there. Records of
+//!    a failed shard at or beyond that number are not written now: they come back, and re-claim
+//!    their own ids.
+//!
+//! The batch is read record by record ([`KinesisBatch`]): a record whose envelope cannot be read is
+//! quarantined with its raw JSON (`invalid_envelope`) and never fails its neighbours.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
 use futures::StreamExt;
 use pipeline::catalogue::Catalogue;
 use pipeline::config::IngestConfig;
 use pipeline::kpl;
-use pipeline::layout::{self, compare_sequence_numbers, Minute, Prefixes, Source};
+use pipeline::lambda_payload::{Envelope, KinesisBatch};
+use pipeline::layout::{self, Minute, Prefixes, Source};
 use pipeline::ports::{
     publish_metrics, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, ObjectStore, StoreError,
 };
+use pipeline::position::compare_sequence_numbers;
 use pipeline::validate::{self, Reason, Rejection, ValidEvent};
 
 /// How many conditional puts are in flight at once.
@@ -65,6 +71,61 @@ pub struct Summary {
     pub decode_ms: u64,
     pub claim_ms: u64,
     pub write_ms: u64,
+}
+
+/// When the invocation must have answered Lambda: claims and PUTs are not started, and those in
+/// flight are given up (their records reported for redelivery), once too little time is left.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// Claims end here, leaving time for the PUTs of what they claimed.
+    claims_until: tokio::time::Instant,
+    /// PUTs end here, leaving time to answer.
+    writes_until: tokio::time::Instant,
+}
+
+impl Deadline {
+    /// From the time left: the last tenth (at least 200 ms, at most 3 s) is kept for answering,
+    /// and three tenths for the writes.
+    pub fn within(left: Duration) -> Deadline {
+        let now = tokio::time::Instant::now();
+        let margin = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(3));
+        Deadline {
+            claims_until: now + left.saturating_sub(margin * 3),
+            writes_until: now + left.saturating_sub(margin),
+        }
+    }
+
+    /// From the Runtime API's deadline (epoch milliseconds).
+    pub fn at_epoch_ms(deadline_ms: u64) -> Deadline {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Deadline::within(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
+    }
+
+    /// No deadline (tests, replays run by hand).
+    pub fn none() -> Deadline {
+        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
+        Deadline {
+            claims_until: far,
+            writes_until: far,
+        }
+    }
+}
+
+/// Runs `work` unless `until` has passed, and gives it up if it is still running then.
+async fn before<T>(
+    until: tokio::time::Instant,
+    operation: &str,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let late = || StoreError::new(operation, "not finished before the invocation's deadline");
+    if tokio::time::Instant::now() >= until {
+        return Err(late());
+    }
+    tokio::time::timeout_at(until, work)
+        .await
+        .unwrap_or_else(|_| Err(late()))
 }
 
 /// One user record: a plain Kinesis record, or one user record of an aggregate.
@@ -111,13 +172,17 @@ impl Unit<'_> {
     }
 }
 
-/// Per shard, the lowest sequence number not yet safely written.
+/// Per shard, the lowest sequence number not yet safely written; or the whole batch, when a record
+/// that carries no sequence number could not be made safe.
 #[derive(Default)]
-struct Cutoffs<'a>(HashMap<&'a str, &'a str>);
+struct Cutoffs<'a> {
+    shards: HashMap<&'a str, &'a str>,
+    whole_batch: bool,
+}
 
 impl<'a> Cutoffs<'a> {
     fn lower_to(&mut self, shard: &'a str, sequence: &'a str) {
-        self.0
+        self.shards
             .entry(shard)
             .and_modify(|current| {
                 if compare_sequence_numbers(sequence, current).is_lt() {
@@ -129,9 +194,25 @@ impl<'a> Cutoffs<'a> {
 
     /// True when the unit is at or beyond its shard's cutoff: it will be redelivered.
     fn retries(&self, unit: &Unit) -> bool {
-        self.0
-            .get(unit.shard_id)
-            .is_some_and(|cut| compare_sequence_numbers(unit.sequence_number, cut).is_ge())
+        self.whole_batch
+            || self
+                .shards
+                .get(unit.shard_id)
+                .is_some_and(|cut| compare_sequence_numbers(unit.sequence_number, cut).is_ge())
+    }
+
+    /// `batchItemFailures`: the lowest unsafe sequence number of each shard. Lambda reads an
+    /// empty item identifier as "the whole batch failed".
+    fn into_response(self) -> KinesisEventResponse {
+        let mut response = KinesisEventResponse::default();
+        if self.whole_batch {
+            response.set_failures([""]);
+            return response;
+        }
+        let mut failures: Vec<(&str, &str)> = self.shards.into_iter().collect();
+        failures.sort();
+        response.set_failures(failures.into_iter().map(|(_, sequence)| sequence));
+        response
     }
 }
 
@@ -159,10 +240,10 @@ impl Ingest {
         }
     }
 
-    pub async fn handle(&self, event: &KinesisEvent) -> KinesisEventResponse {
-        let (response, summary) = self.process(event).await;
+    pub async fn handle(&self, batch: &KinesisBatch, deadline: Deadline) -> KinesisEventResponse {
+        let (response, summary) = self.process(batch, deadline).await;
         tracing::info!(
-            records = event.records.len(),
+            records = batch.records.len(),
             received = summary.records_received,
             written = summary.events_written,
             duplicates = summary.duplicates_dropped,
@@ -192,16 +273,22 @@ impl Ingest {
     }
 
     /// The whole batch, without logging or metrics.
-    pub async fn process(&self, event: &KinesisEvent) -> (KinesisEventResponse, Summary) {
+    pub async fn process(
+        &self,
+        batch: &KinesisBatch,
+        deadline: Deadline,
+    ) -> (KinesisEventResponse, Summary) {
         let started = Instant::now();
-        let mut units = self.unpack(&event.records);
+        let mut units = self.unpack(&batch.records);
         mark_duplicates_within_batch(&mut units);
         let decoded = Instant::now();
         let mut cutoffs = Cutoffs::default();
-        self.claim_all(&mut units, &mut cutoffs).await;
+        self.claim_all(&mut units, &mut cutoffs, deadline.claims_until)
+            .await;
         let claimed = Instant::now();
-        let (staging_bytes_written, staging_objects_written) =
-            self.write_objects(&units, &mut cutoffs).await;
+        let (staging_bytes_written, staging_objects_written) = self
+            .write_objects(&units, &mut cutoffs, deadline.writes_until)
+            .await;
 
         let millis = |from: Instant, to: Instant| (to - from).as_millis() as u64;
         let mut summary = Summary {
@@ -233,36 +320,42 @@ impl Ingest {
                 }
             }
         }
-        let mut failures: Vec<(&str, &str)> = cutoffs.0.into_iter().collect();
-        failures.sort();
-        let mut response = KinesisEventResponse::default();
-        response.set_failures(failures.into_iter().map(|(_, sequence)| sequence));
-        (response, summary)
+        (cutoffs.into_response(), summary)
     }
 
-    fn unpack<'a>(&'a self, records: &'a [KinesisEventRecord]) -> Vec<Unit<'a>> {
+    fn unpack<'a>(&'a self, records: &'a [Envelope]) -> Vec<Unit<'a>> {
         let mut units = Vec::with_capacity(records.len());
         for record in records {
-            let event_id = record.event_id.as_deref().unwrap_or("");
-            let sequence_number = record.kinesis.sequence_number.as_str();
-            let shard_id = match layout::shard_of_event_id(event_id) {
-                "" => "shardId-unknown",
-                shard => shard,
+            let record = match record {
+                Envelope::Record(record) => record,
+                Envelope::Unreadable(bad) => {
+                    units.push(Unit {
+                        shard_id: &bad.shard_id,
+                        sequence_number: &bad.sequence_number,
+                        sub_sequence_number: None,
+                        event_id: "",
+                        received_at: bad
+                            .received_at
+                            .unwrap_or_else(|| (self.clock)() * pipeline::time::MICROS_PER_SECOND),
+                        data: &bad.raw,
+                        state: State::Quarantined(Rejection::new(
+                            Reason::InvalidEnvelope,
+                            bad.detail.clone(),
+                        )),
+                    });
+                    continue;
+                }
             };
-            let received_at = record
-                .kinesis
-                .approximate_arrival_timestamp
-                .timestamp_micros();
-            let data: &[u8] = &record.kinesis.data.0;
             let unit = |sub: Option<u32>, data: &'a [u8], state: State<'a>| Unit {
-                shard_id,
-                sequence_number,
+                shard_id: &record.shard_id,
+                sequence_number: &record.sequence_number,
                 sub_sequence_number: sub,
-                event_id,
-                received_at,
+                event_id: &record.event_id,
+                received_at: record.received_at,
                 data,
                 state,
             };
+            let (data, received_at) = (record.data.as_slice(), record.received_at);
             if !kpl::is_aggregated(data) {
                 units.push(unit(None, data, self.check(data, received_at)));
                 continue;
@@ -291,7 +384,12 @@ impl Ingest {
         }
     }
 
-    async fn claim_all<'a>(&self, units: &mut [Unit<'a>], cutoffs: &mut Cutoffs<'a>) {
+    async fn claim_all<'a>(
+        &self,
+        units: &mut [Unit<'a>],
+        cutoffs: &mut Cutoffs<'a>,
+        until: tokio::time::Instant,
+    ) {
         let now = (self.clock)();
         let expires_at = now + self.dedup_ttl_seconds;
         let pending: Vec<(usize, String, String)> = units
@@ -314,7 +412,7 @@ impl Ingest {
                     now,
                     expires_at,
                 };
-                (*i, dedup.claim(claim).await)
+                (*i, before(until, "PutItem", dedup.claim(claim)).await)
             })
             .collect();
         let results: Vec<(usize, Result<ClaimOutcome, StoreError>)> = futures::stream::iter(claims)
@@ -344,7 +442,12 @@ impl Ingest {
     }
 
     /// Writes every staging and quarantine object; returns (staging bytes, staging objects) written.
-    async fn write_objects<'a>(&self, units: &[Unit<'a>], cutoffs: &mut Cutoffs<'a>) -> (u64, u64) {
+    async fn write_objects<'a>(
+        &self,
+        units: &[Unit<'a>],
+        cutoffs: &mut Cutoffs<'a>,
+        until: tokio::time::Instant,
+    ) -> (u64, u64) {
         let mut groups: BTreeMap<(ObjectKind, &str, Minute), Vec<&Unit>> = BTreeMap::new();
         for unit in units {
             let kind = match unit.state {
@@ -375,14 +478,14 @@ impl Ingest {
                     prefixes.staging_key(minute, shard, first),
                     staging_body(&members),
                 ),
-                ObjectKind::Quarantine => (
-                    prefixes.quarantine_key(minute, shard, first),
-                    quarantine_body(&members),
-                ),
+                ObjectKind::Quarantine => {
+                    let body = quarantine_body(&members);
+                    (quarantine_key(prefixes, minute, shard, first, &body), body)
+                }
             };
             let size = body.len() as u64;
             puts.push(async move {
-                let result = objects.put(&key, Bytes::from(body)).await;
+                let result = before(until, "PutObject", objects.put(&key, Bytes::from(body))).await;
                 (kind, shard, first, size, result)
             });
         }
@@ -398,6 +501,12 @@ impl Ingest {
                     count += 1;
                 }
                 Ok(()) => {}
+                Err(error) if first.is_empty() => {
+                    // Records with no sequence number cannot be named for redelivery: the
+                    // invocation fails, and Lambda retries (or bisects) the batch.
+                    tracing::error!(%error, shard, "quarantine of unsequenced records failed");
+                    cutoffs.whole_batch = true;
+                }
                 Err(error) => {
                     tracing::warn!(%error, shard, first_sequence = first, "object write failed; redelivery from its first record");
                     cutoffs.lower_to(shard, first);
@@ -418,6 +527,27 @@ fn mark_duplicates_within_batch(units: &mut [Unit]) {
             }
         }
     }
+}
+
+/// A quarantine object is named after its first sequence number like a staging object; records
+/// that carry none (an unreadable envelope) are named after the body's digest instead, so that two
+/// invocations never overwrite each other's.
+fn quarantine_key(
+    prefixes: &Prefixes,
+    minute: Minute,
+    shard: &str,
+    first_sequence: &str,
+    body: &[u8],
+) -> String {
+    if !first_sequence.is_empty() {
+        return prefixes.quarantine_key(minute, shard, first_sequence);
+    }
+    use md5::Digest as _;
+    let digest: String = md5::Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    prefixes.quarantine_key(minute, shard, &format!("unsequenced.{digest}"))
 }
 
 fn staging_body(members: &[&Unit]) -> Vec<u8> {

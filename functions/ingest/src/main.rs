@@ -1,8 +1,9 @@
 //! Cold start: read the configuration, build the clients once, then serve the Lambda Runtime API.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use ingest::Deadline;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use pipeline::config::IngestConfig;
+use pipeline::lambda_payload::KinesisBatch;
 
 // glibc malloc was a third of the CPU profile: every record allocates a handful of small strings.
 #[global_allocator]
@@ -18,8 +19,9 @@ async fn main() -> Result<(), Error> {
     let ingest = ingest::Ingest::from_config(&config).await;
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KinesisEvent>| async move {
-            Ok::<_, Error>(ingest.handle(&event.payload).await)
+        move |event: LambdaEvent<KinesisBatch>| async move {
+            let deadline = Deadline::at_epoch_ms(event.context.deadline);
+            Ok::<_, Error>(ingest.handle(&event.payload, deadline).await)
         },
     ))
     .await

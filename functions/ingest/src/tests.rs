@@ -12,8 +12,13 @@ use super::*;
 
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 
-fn batch(records: &[StreamRecord]) -> KinesisEvent {
-    serde_json::from_value(kinesis_event(records, DEFAULT_STREAM_ARN)).unwrap()
+fn batch(records: &[StreamRecord]) -> KinesisBatch {
+    KinesisBatch::parse(
+        kinesis_event(records, DEFAULT_STREAM_ARN)
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap()
 }
 
 struct Harness {
@@ -79,7 +84,7 @@ async fn one_object_per_minute_and_shard_with_lines_in_sequence_order() {
         record(1, 500, ARRIVAL_MS, event_json(3)),
         record(0, 13, next_minute, event_json(4)),
     ];
-    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    let (response, summary) = h.ingest.process(&batch(&records), Deadline::none()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(summary.events_written, 4);
     assert_eq!(h.objects.put_count(), 3);
@@ -112,10 +117,10 @@ async fn duplicates_within_and_across_batches_are_dropped_and_counted() {
         record(0, 1, ARRIVAL_MS, event_json(1)),
         record(0, 2, ARRIVAL_MS, event_json(1)),
     ]);
-    let (_, summary) = h.ingest.process(&first).await;
+    let (_, summary) = h.ingest.process(&first, Deadline::none()).await;
     assert_eq!((summary.events_written, summary.duplicates_dropped), (1, 1));
     let second = batch(&[record(0, 3, ARRIVAL_MS, event_json(1))]);
-    h.ingest.handle(&second).await;
+    h.ingest.handle(&second, Deadline::none()).await;
     assert_eq!(h.metrics.total("EventsWritten"), 0.0);
     assert_eq!(h.metrics.total("DuplicatesDropped"), 1.0);
     assert_eq!(h.dedup.owner(&uuid(1)).unwrap(), "shardId-000000000000:1");
@@ -125,20 +130,20 @@ async fn duplicates_within_and_across_batches_are_dropped_and_counted() {
 async fn records_without_an_event_id_are_still_told_apart_by_their_position() {
     let h = harness();
     let without_event_id = |records: &[StreamRecord]| {
-        let mut event = batch(records);
-        for record in &mut event.records {
-            record.event_id = None;
+        let mut payload = kinesis_event(records, DEFAULT_STREAM_ARN);
+        for record in payload["Records"].as_array_mut().unwrap() {
+            record.as_object_mut().unwrap().remove("eventID");
         }
-        event
+        KinesisBatch::parse(payload.to_string().as_bytes()).unwrap()
     };
     let first = without_event_id(&[record(0, 1, ARRIVAL_MS, event_json(1))]);
     let second = without_event_id(&[record(0, 2, ARRIVAL_MS, event_json(1))]);
-    let (_, summary) = h.ingest.process(&first).await;
+    let (_, summary) = h.ingest.process(&first, Deadline::none()).await;
     assert_eq!(summary.events_written, 1);
-    let (_, summary) = h.ingest.process(&second).await;
+    let (_, summary) = h.ingest.process(&second, Deadline::none()).await;
     assert_eq!((summary.events_written, summary.duplicates_dropped), (0, 1));
     assert_eq!(h.dedup.owner(&uuid(1)).unwrap(), "shardId-unknown:1");
-    let (_, summary) = h.ingest.process(&first).await;
+    let (_, summary) = h.ingest.process(&first, Deadline::none()).await;
     assert_eq!(
         summary.events_written, 1,
         "a redelivery re-claims its own id"
@@ -152,8 +157,8 @@ async fn a_redelivered_batch_reclaims_its_own_ids() {
         record(0, 1, ARRIVAL_MS, event_json(1)),
         record(0, 2, ARRIVAL_MS, event_json(2)),
     ];
-    let (_, first) = h.ingest.process(&batch(&records)).await;
-    let (_, again) = h.ingest.process(&batch(&records)).await;
+    let (_, first) = h.ingest.process(&batch(&records), Deadline::none()).await;
+    let (_, again) = h.ingest.process(&batch(&records), Deadline::none()).await;
     assert_eq!(first.events_written, 2);
     assert_eq!(
         again.events_written, 2,
@@ -170,7 +175,7 @@ async fn bad_records_are_quarantined_with_their_raw_bytes_and_never_fail_neighbo
         record(0, 2, ARRIVAL_MS, event_json(2)),
         record(0, 3, ARRIVAL_MS, b"[1]".to_vec()),
     ];
-    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    let (response, summary) = h.ingest.process(&batch(&records), Deadline::none()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(
         (summary.events_written, summary.records_quarantined),
@@ -193,7 +198,7 @@ async fn kpl_user_records_keep_their_index_and_claim_with_a_suffix() {
     let blob = kpl::aggregate([("k", &a[..]), ("k", &b[..]), ("k", &bad[..])]);
     let (_, summary) = h
         .ingest
-        .process(&batch(&[record(0, 7, ARRIVAL_MS, blob)]))
+        .process(&batch(&[record(0, 7, ARRIVAL_MS, blob)]), Deadline::none())
         .await;
     assert_eq!(
         (
@@ -225,7 +230,10 @@ async fn a_corrupt_aggregate_is_quarantined_whole() {
     blob.pop();
     let (_, summary) = h
         .ingest
-        .process(&batch(&[record(0, 7, ARRIVAL_MS, blob.clone())]))
+        .process(
+            &batch(&[record(0, 7, ARRIVAL_MS, blob.clone())]),
+            Deadline::none(),
+        )
         .await;
     assert_eq!(
         summary.quarantined_by_reason.get("invalid_aggregate"),
@@ -261,7 +269,7 @@ async fn a_failed_put_reports_the_lowest_unwritten_sequence_of_its_shard() {
         record(0, 4, ARRIVAL_MS + 60_000, event_json(4)),
         record(1, 9, ARRIVAL_MS + 60_000, event_json(5)),
     ];
-    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    let (response, summary) = h.ingest.process(&batch(&records), Deadline::none()).await;
     assert_eq!(failed_sequences(&response), ["3"]);
     assert_eq!(
         summary.events_written, 3,
@@ -277,7 +285,10 @@ async fn a_failed_put_reports_the_lowest_unwritten_sequence_of_its_shard() {
         },
         ..h
     };
-    let (response, summary) = h2.ingest.process(&batch(&records[2..4])).await;
+    let (response, summary) = h2
+        .ingest
+        .process(&batch(&records[2..4]), Deadline::none())
+        .await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!((summary.events_written, summary.duplicates_dropped), (2, 0));
 }
@@ -315,7 +326,7 @@ async fn a_failed_claim_holds_back_its_record_and_everything_after_it_in_the_sha
         record(0, 3, ARRIVAL_MS, event_json(3)),
         record(1, 1, ARRIVAL_MS, event_json(4)),
     ];
-    let (response, summary) = h.ingest.process(&batch(&records)).await;
+    let (response, summary) = h.ingest.process(&batch(&records), Deadline::none()).await;
     assert_eq!(failed_sequences(&response), ["2"]);
     assert_eq!(summary.events_written, 2);
     let staged = lines(
@@ -333,12 +344,18 @@ async fn a_failed_claim_holds_back_its_record_and_everything_after_it_in_the_sha
 async fn an_expired_claim_no_longer_blocks_the_id() {
     let mut h = harness();
     h.ingest
-        .process(&batch(&[record(0, 1, ARRIVAL_MS, event_json(1))]))
+        .process(
+            &batch(&[record(0, 1, ARRIVAL_MS, event_json(1))]),
+            Deadline::none(),
+        )
         .await;
     h.ingest.clock = || 1_712_844_606 + 3_601;
     let (_, summary) = h
         .ingest
-        .process(&batch(&[record(0, 2, ARRIVAL_MS, event_json(1))]))
+        .process(
+            &batch(&[record(0, 2, ARRIVAL_MS, event_json(1))]),
+            Deadline::none(),
+        )
         .await;
     assert_eq!(summary.events_written, 1);
 }
@@ -351,7 +368,7 @@ async fn metrics_add_up_to_the_records_received() {
         record(0, 2, ARRIVAL_MS, event_json(1)),
         record(0, 3, ARRIVAL_MS, b"{}".to_vec()),
     ];
-    h.ingest.handle(&batch(&records)).await;
+    h.ingest.handle(&batch(&records), Deadline::none()).await;
     let m = |name| h.metrics.total(name);
     assert_eq!(m("RecordsReceived"), 3.0);
     assert_eq!(
@@ -379,8 +396,135 @@ async fn a_metrics_failure_never_fails_the_invocation() {
     h.ingest.metrics = Arc::new(BrokenMetrics);
     let response = h
         .ingest
-        .handle(&batch(&[record(0, 1, ARRIVAL_MS, event_json(1))]))
+        .handle(
+            &batch(&[record(0, 1, ARRIVAL_MS, event_json(1))]),
+            Deadline::none(),
+        )
         .await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(h.objects.put_count(), 1, "the event was still written");
+}
+
+/// A dedup store that answers after `delay`, as DynamoDB does when it is throttling under the SDK's
+/// retries or a connection hangs.
+struct SlowClaims {
+    inner: Arc<MemoryDedupStore>,
+    delay: std::time::Duration,
+    slow_uuid: String,
+}
+
+#[async_trait]
+impl DedupStore for SlowClaims {
+    async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        if claim.event_uuid == self.slow_uuid {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.inner.claim(claim).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn near_its_deadline_ingest_stops_and_reports_the_rest_instead_of_timing_out() {
+    let h = harness_with(
+        |o| Arc::new(o),
+        |inner| {
+            Arc::new(SlowClaims {
+                inner,
+                delay: std::time::Duration::from_secs(600),
+                slow_uuid: uuid(2),
+            })
+        },
+    );
+    let records = [
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(2)),
+        record(0, 3, ARRIVAL_MS, event_json(3)),
+        record(1, 7, ARRIVAL_MS, event_json(4)),
+    ];
+    let started = tokio::time::Instant::now();
+    let deadline = Deadline::within(std::time::Duration::from_secs(60));
+    let (response, summary) = h.ingest.process(&batch(&records), deadline).await;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "answered after {took:?}"
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(50),
+        "gave up too early: {took:?}"
+    );
+    assert_eq!(failed_sequences(&response), ["2"]);
+    assert_eq!((summary.events_written, summary.records_retried), (2, 2));
+    assert_eq!(
+        h.dedup.owner(&uuid(4)).as_deref(),
+        Some("shardId-000000000001:7")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_time_left_nothing_is_started_and_everything_is_reported() {
+    let h = harness();
+    let records = [
+        record(0, 1, ARRIVAL_MS, event_json(1)),
+        record(0, 2, ARRIVAL_MS, event_json(2)),
+    ];
+    let deadline = Deadline::within(std::time::Duration::from_millis(100));
+    let (response, summary) = h.ingest.process(&batch(&records), deadline).await;
+    assert_eq!(failed_sequences(&response), ["1"]);
+    assert_eq!((summary.events_written, summary.records_retried), (0, 2));
+    assert_eq!(h.objects.put_count(), 0);
+    assert_eq!(h.dedup.owner(&uuid(1)), None);
+}
+
+#[tokio::test]
+async fn a_record_whose_envelope_cannot_be_read_is_quarantined_raw_and_spares_its_neighbours() {
+    let h = harness();
+    let mut payload = kinesis_event(
+        &[
+            record(0, 1, ARRIVAL_MS, event_json(1)),
+            record(0, 2, ARRIVAL_MS, event_json(2)),
+            record(0, 3, ARRIVAL_MS, event_json(3)),
+        ],
+        DEFAULT_STREAM_ARN,
+    );
+    payload["Records"][1]["kinesis"]["data"] = "%%% not base64".into();
+    payload["Records"][2]["kinesis"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sequenceNumber");
+    let raw_second = payload["Records"][1].to_string();
+    let event = KinesisBatch::parse(payload.to_string().as_bytes()).unwrap();
+    let (response, summary) = h.ingest.process(&event, Deadline::none()).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (summary.events_written, summary.records_quarantined),
+        (1, 2)
+    );
+    assert_eq!(summary.quarantined_by_reason["invalid_envelope"], 2);
+    let quarantined: Vec<serde_json::Value> = h
+        .objects
+        .keys()
+        .iter()
+        .filter(|k| k.starts_with("quarantine/"))
+        .flat_map(|k| lines(&h.objects, k))
+        .collect();
+    assert_eq!(quarantined.len(), 2);
+    let sequenced = quarantined
+        .iter()
+        .find(|l| l["sequence_number"] == "2")
+        .expect("the record with a sequence number keeps it");
+    assert_eq!(sequenced["reason"], "invalid_envelope");
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(sequenced["data_base64"].as_str().unwrap())
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(raw.to_string(), raw_second);
+    assert_eq!(sequenced["received_at"], "2024-04-11T14:10:06.012000Z");
+    // The record with no sequence number is filed under a name of its own.
+    assert!(h
+        .objects
+        .keys()
+        .iter()
+        .any(|k| k.contains("shardId-000000000000-unsequenced.")));
 }
