@@ -578,4 +578,6 @@ fn quarantine_body(members: &[&Unit]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
