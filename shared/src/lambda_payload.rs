@@ -270,6 +270,10 @@ mod tests {
             .map(|r| matches!(r, Envelope::Record(_)))
             .collect();
         assert_eq!(kinds, [true, false, false, false, false]);
+        assert_eq!(
+            shard_of_event_id("shardId-000000000006:4959"),
+            "shardId-000000000006"
+        );
         let Envelope::Unreadable(bad) = &batch.records[1] else {
             unreachable!()
         };

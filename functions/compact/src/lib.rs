@@ -224,14 +224,17 @@ impl Compact {
     pub async fn handle(&self, payload: &serde_json::Value) -> Result<Report, CompactError> {
         let request = parse_request(payload)?;
         let started = std::time::Instant::now();
+        // One listing of the lake serves every day this invocation compacts: compacting a day
+        // touches only its own `part-{day}-*` files.
+        let parts = self.part_files().await?;
         let mut report = self
-            .run_with(request.day, request.force)
+            .run_listed(request.day, request.force, &parts)
             .await
             .inspect_err(|error| {
                 tracing::error!(%error, day = %request.day, "compaction failed");
             })?;
         if request.catch_up {
-            self.catch_up(request.day, &mut report).await?;
+            self.catch_up(request.day, &parts, &mut report).await?;
         }
         tracing::info!(
             day = report.day,
@@ -272,17 +275,45 @@ impl Compact {
 
     /// Compacts arrival day `day`; with `force`, even if staging it compacted before is gone.
     pub async fn run_with(&self, day: Date, force: bool) -> Result<Report, CompactError> {
+        let parts = self.part_files().await?;
+        self.run_listed(day, force, &parts).await
+    }
+
+    async fn run_listed(
+        &self,
+        day: Date,
+        force: bool,
+        parts: &[String],
+    ) -> Result<Report, CompactError> {
         let staging = self.staging_objects(day).await?;
         let manifest = self.manifest(day).await?;
-        self.compact_day(day, staging, manifest.as_ref(), force)
+        self.compact_day(day, staging, manifest.as_ref(), force, parts)
             .await
+    }
+
+    /// Every Parquet part file in the lake (all arrival days).
+    async fn part_files(&self) -> Result<Vec<String>, CompactError> {
+        let processed_prefix = format!("{}/", self.prefixes.processed);
+        Ok(self
+            .objects
+            .list(&processed_prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|key| key.ends_with(".parquet"))
+            .collect())
     }
 
     /// The scheduled run's second half: every earlier day within staging retention whose staging
     /// changed since its last compaction (or that was never compacted) is compacted again. A day
     /// whose consumed staging is partly gone is left alone and reported: rebuilding it from what is
     /// left would shrink the lake.
-    async fn catch_up(&self, today: Date, report: &mut Report) -> Result<(), CompactError> {
+    async fn catch_up(
+        &self,
+        today: Date,
+        parts: &[String],
+        report: &mut Report,
+    ) -> Result<(), CompactError> {
         let mut day = today;
         for _ in 1..self.staging_retention_days {
             day = day.pred();
@@ -300,7 +331,7 @@ impl Compact {
             }
             tracing::info!(day = %day, late_objects = late, "staging changed since the day was compacted");
             match self
-                .compact_day(day, staging, manifest.as_ref(), false)
+                .compact_day(day, staging, manifest.as_ref(), false, parts)
                 .await
             {
                 Ok(again) => {
@@ -341,15 +372,12 @@ impl Compact {
         staging: Vec<ObjectInfo>,
         manifest: Option<&Manifest>,
         force: bool,
+        parts: &[String],
     ) -> Result<Report, CompactError> {
-        let processed_prefix = format!("{}/", self.prefixes.processed);
-        let earlier_parts: Vec<String> = self
-            .objects
-            .list(&processed_prefix)
-            .await?
-            .into_iter()
-            .map(|o| o.key)
+        let earlier_parts: Vec<String> = parts
+            .iter()
             .filter(|key| layout::is_part_of_day(key, day))
+            .cloned()
             .collect();
         if !force {
             refuse_to_shrink(self, day, &staging, manifest, &earlier_parts)?;
@@ -634,6 +662,7 @@ impl<'c> Run<'c> {
                 let biggest = self
                     .partitions
                     .iter()
+                    .filter(|(_, p)| p.rows.rows() > 0)
                     .max_by_key(|(_, p)| p.buffered_bytes())
                     .map(|(key, _)| key.clone());
                 if let Some(key) = biggest {

@@ -84,8 +84,9 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    /// From the time left: the last tenth (at least 200 ms, at most 3 s) is kept for answering,
-    /// and three tenths for the writes.
+    /// From the time left, with a margin of a tenth of it (at least 200 ms, at most 3 s): claims
+    /// end three margins before the deadline, PUTs one margin before it, so the writes get two
+    /// margins and the answer one.
     pub fn within(left: Duration) -> Deadline {
         let now = tokio::time::Instant::now();
         let margin = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(3));
