@@ -156,10 +156,17 @@ pub fn decode_record(raw: &str) -> Envelope {
 fn read_record(raw: &str) -> Result<KinesisRecord, String> {
     let fields: RecordFields = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     let sequence_number = fields.kinesis.sequence_number;
-    if sequence_number.is_empty() || !sequence_number.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_sequence_number(&sequence_number) {
         return Err(format!(
-            "sequenceNumber `{}` is not a decimal number",
+            "sequenceNumber `{}` is not a Kinesis sequence number",
             shorten(&sequence_number)
+        ));
+    }
+    let event_id = fields.event_id.map(Cow::into_owned).unwrap_or_default();
+    if !event_id.is_empty() && !is_shard_id(shard_of_event_id(&event_id)) {
+        return Err(format!(
+            "eventID `{}` does not name a Kinesis shard",
+            shorten(&event_id)
         ));
     }
     let arrival = fields.kinesis.approximate_arrival_timestamp.get();
@@ -172,7 +179,6 @@ fn read_record(raw: &str) -> Result<KinesisRecord, String> {
     let data = base64::engine::general_purpose::STANDARD
         .decode(fields.kinesis.data.as_bytes())
         .map_err(|e| format!("kinesis.data is not base64: {e}"))?;
-    let event_id = fields.event_id.map(Cow::into_owned).unwrap_or_default();
     Ok(KinesisRecord {
         shard_id: shard_of(&event_id).to_string(),
         event_id,
@@ -186,15 +192,19 @@ fn read_record(raw: &str) -> Result<KinesisRecord, String> {
 fn salvage(raw: &str, detail: String) -> UnreadableRecord {
     let value: serde_json::Value = serde_json::from_str(raw).unwrap_or(serde_json::Value::Null);
     let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    let event_id = text(&value["eventID"]).unwrap_or_default();
+    let shard_id = text(&value["eventID"])
+        .map(|id| shard_of_event_id(&id).to_string())
+        .filter(|shard| is_shard_id(shard));
+    // A sequence number names the quarantine object only beside a real shard id: under the
+    // unknown shard, two shards' records could share one, and the object is named by digest.
     let sequence_number = text(&value["kinesis"]["sequenceNumber"])
-        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|s| shard_id.is_some() && is_sequence_number(s))
         .unwrap_or_default();
     let received_at = value["kinesis"]["approximateArrivalTimestamp"]
         .as_number()
         .and_then(|n| time::parse_arrival_seconds(&n.to_string()).ok());
     UnreadableRecord {
-        shard_id: shard_of(&event_id).to_string(),
+        shard_id: shard_id.unwrap_or_else(|| UNKNOWN_SHARD.to_string()),
         sequence_number,
         received_at,
         raw: raw.as_bytes().to_vec(),
@@ -207,6 +217,19 @@ pub fn shard_of_event_id(event_id: &str) -> &str {
     event_id
         .rsplit_once(':')
         .map_or(event_id, |(shard, _)| shard)
+}
+
+/// Kinesis's own bounds: a shard id is 1–128 characters of `[a-zA-Z0-9_.-]`, a sequence number at
+/// most 129 digits. Values from the envelope name S3 objects, so nothing else may pass: no key can
+/// then exceed S3's 1,024 bytes or need escaping.
+fn is_shard_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn is_sequence_number(s: &str) -> bool {
+    (1..=129).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn shard_of(event_id: &str) -> &str {
@@ -290,6 +313,33 @@ mod tests {
             (number.shard_id.as_str(), number.raw.as_slice()),
             (UNKNOWN_SHARD, &b"42"[..])
         );
+        // Envelope values that would make keys S3 refuses are not taken for a shard or a position.
+        let mut long_shard = good.clone();
+        long_shard["eventID"] = format!("shardId-{}:1", "9".repeat(200)).into();
+        let mut odd_shard = good.clone();
+        odd_shard["eventID"] = "../x:1".into();
+        let mut long_sequence = good.clone();
+        long_sequence["kinesis"]["sequenceNumber"] = "7".repeat(130).into();
+        let hostile = serde_json::json!({"Records": [long_shard, odd_shard, long_sequence]});
+        let batch = KinesisBatch::parse(hostile.to_string().as_bytes()).unwrap();
+        let salvaged: Vec<(&str, &str)> = batch
+            .records
+            .iter()
+            .map(|r| match r {
+                Envelope::Unreadable(u) => (u.shard_id.as_str(), u.sequence_number.as_str()),
+                Envelope::Record(r) => panic!("taken as readable: {r:?}"),
+            })
+            .collect();
+        let sequence = record(0).sequence_number;
+        assert_eq!(
+            salvaged,
+            [
+                (UNKNOWN_SHARD, ""),
+                (UNKNOWN_SHARD, ""),
+                ("shardId-000000000003", "")
+            ]
+        );
+        assert!(is_sequence_number(&sequence) && is_sequence_number(&"9".repeat(129)));
         // Only the outer shape is required of the payload.
         assert!(KinesisBatch::parse(b"{\"records\":[]}").is_err());
         assert!(KinesisBatch::parse(b"[]").is_err());

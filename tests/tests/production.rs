@@ -308,3 +308,41 @@ async fn late_data_reaches_the_lake_by_itself_and_expired_staging_never_shrinks_
     assert_eq!(lake_ids(&lake).await, expected);
     assert_eq!(uuids(&lake.all_lines("staging/").await).len(), 3 + 1);
 }
+
+#[tokio::test]
+async fn hostile_envelope_values_never_make_a_key_s3_would_reject() {
+    // Kinesis shard ids are at most 128 characters of [a-zA-Z0-9_.-] and sequence numbers at most
+    // 129 digits; anything else in an envelope must not reach a key (S3 refuses keys over 1,024
+    // bytes, on every retry; the emulator does not).
+    let lake = Lake::new("hostile-envelope").await;
+    let mut ingest = ingest_process(&lake, &[]).await;
+    let mut long_shard = record(0, 5, ARRIVAL_MS, event_json(5)).to_json(DEFAULT_STREAM_ARN);
+    long_shard["eventID"] = json!(format!("shardId-{}:5", "9".repeat(2000)));
+    let mut odd_shard = record(0, 6, ARRIVAL_MS, event_json(6)).to_json(DEFAULT_STREAM_ARN);
+    odd_shard["eventID"] = json!("shard/../../x=y:6");
+    let mut long_sequence = record(0, 7, ARRIVAL_MS, event_json(7)).to_json(DEFAULT_STREAM_ARN);
+    long_sequence["kinesis"]["sequenceNumber"] = json!("7".repeat(1500));
+    let fine = record(0, 8, ARRIVAL_MS, event_json(8)).to_json(DEFAULT_STREAM_ARN);
+    let payload = json!({"Records": [long_shard, odd_shard, long_sequence, fine]});
+    let outcome = ingest
+        .invoke(&payload, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Response(json!({"batchItemFailures": []})),
+        "{}",
+        ingest.stderr_text()
+    );
+    let keys = [lake.keys("staging/").await, lake.keys("quarantine/").await].concat();
+    let longest = keys.iter().map(String::len).max().unwrap_or(0);
+    assert!(longest <= 1024, "a {longest}-byte key");
+    // Only plausible shard ids name objects.
+    assert!(keys.iter().all(|k| !k.contains("..")), "{keys:?}");
+    assert_eq!(uuids(&lake.all_lines("staging/").await), [uuid(8)]);
+    let quarantined = lake.all_lines("quarantine/").await;
+    assert_eq!(quarantined.len(), 3, "{quarantined:?}");
+    assert!(quarantined
+        .iter()
+        .all(|l| l["reason"] == "invalid_envelope"));
+}
