@@ -4,16 +4,20 @@
 //!
 //! - `ReportBatchItemFailures`: a response naming sequence numbers means "retry from the lowest";
 //! - a function error (or crash, or time-out) retries the batch, split in half when bisecting;
-//! - after `max_retries` the records are given up and described in an on-failure record;
+//! - after `max_retries` the records are given up and kept whole, as Lambda keeps them in an S3
+//!   on-failure destination ([`pipeline::given_up`]), for `redrive`;
 //! - it checkpoints after every settled batch and stops when the stream is drained.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use aws_sdk_kinesis::types::ShardIteratorType;
+use pipeline::given_up::{self, GivenUpBatch, KinesisBatchInfo, RequestContext, ResponseContext};
 use pipeline::lambda_payload::{kinesis_event, StreamRecord};
+use pipeline::ports::ObjectStore;
 use pipeline::position::compare_sequence_numbers;
 use serde_json::{json, Value};
 
@@ -38,7 +42,16 @@ impl Function for TimedProcess {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Lambda's S3 on-failure destination: the bucket given-up batches are written to.
+#[derive(Clone)]
+pub struct OnFailure {
+    pub objects: Arc<dyn ObjectStore>,
+    /// The mapping's UUID, the second folder of every key.
+    pub mapping_uuid: String,
+    pub function_arn: String,
+}
+
+#[derive(Clone)]
 pub struct MappingConfig {
     pub stream_arn: String,
     /// At most this many records per invocation (Lambda: 1–10,000).
@@ -47,8 +60,8 @@ pub struct MappingConfig {
     pub batching_window: Duration,
     pub max_retries: u32,
     pub bisect_on_error: bool,
-    /// Where given-up batches are described, one JSON line each (Lambda's on-failure destination).
-    pub on_failure: PathBuf,
+    /// Where given-up batches are kept (Lambda's S3 on-failure destination).
+    pub on_failure: OnFailure,
     /// Where the last settled sequence number of each shard is kept.
     pub checkpoints: PathBuf,
 }
@@ -100,7 +113,7 @@ pub async fn deliver(
             };
             retries += 1;
             if retries > config.max_retries {
-                give_up(&pending, &failure, retries - 1, config)?;
+                give_up(&pending, &failure, retries, config).await?;
                 delivery.records_given_up += pending.len() as u64;
                 pending.clear();
                 continue;
@@ -152,37 +165,103 @@ fn lowest_reported(response: &Value, batch: &[StreamRecord]) -> Reported {
     }
 }
 
-/// Appends the on-failure record for records the mapping stops retrying.
-fn give_up(
+/// Writes the on-failure object for records the mapping stops retrying: the invocation record
+/// with the whole payload, where Lambda would write it. Unlike Lambda, which logs a failed delivery
+/// and moves on, the local mapping stops: a batch it could not keep must not pass unnoticed.
+async fn give_up(
     records: &[StreamRecord],
     reason: &str,
-    retries: u32,
+    invocations: u32,
     config: &MappingConfig,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let (first, last) = (&records[0], &records[records.len() - 1]);
-    let line = json!({
-        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": retries + 1},
-        "reason": reason,
-        "KinesisBatchInfo": {
-            "shardId": first.shard_id,
-            "startSequenceNumber": first.sequence_number,
-            "endSequenceNumber": last.sequence_number,
-            "batchSize": records.len(),
-            "streamArn": config.stream_arn,
-        }
-    });
-    tracing::error!(%line, "giving up on records");
-    if let Some(dir) = config.on_failure.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.on_failure)
-        .with_context(|| format!("opening {}", config.on_failure.display()))?;
-    writeln!(file, "{line}")?;
+    let payload = kinesis_event(records, &config.stream_arn).to_string();
+    let now = now_micros();
+    let unique = uuid_like(&format!("{payload}{now}"));
+    let batch = GivenUpBatch {
+        request_context: RequestContext {
+            request_id: uuid_like(&unique),
+            function_arn: config.on_failure.function_arn.clone(),
+            condition: given_up::RETRY_ATTEMPTS_EXHAUSTED.into(),
+            approximate_invoke_count: invocations,
+        },
+        response_context: ResponseContext {
+            status_code: 200,
+            executed_version: "$LATEST".into(),
+            function_error: if reason.starts_with("batchItemFailures") {
+                String::new()
+            } else {
+                "Unhandled".into()
+            },
+        },
+        version: "1.0".into(),
+        timestamp: given_up::iso_millis(now),
+        kinesis_batch_info: KinesisBatchInfo {
+            shard_id: first.shard_id.clone(),
+            start_sequence_number: first.sequence_number.clone(),
+            end_sequence_number: last.sequence_number.clone(),
+            approximate_arrival_of_first_record: given_up::iso_millis(
+                first.approximate_arrival_ms * 1000,
+            ),
+            approximate_arrival_of_last_record: given_up::iso_millis(
+                last.approximate_arrival_ms * 1000,
+            ),
+            batch_size: records.len() as u64,
+            stream_arn: config.stream_arn.clone(),
+        },
+        payload: Some(payload),
+    };
+    let key = given_up::given_up_key(
+        &config.on_failure.mapping_uuid,
+        &first.shard_id,
+        now,
+        &unique,
+    );
+    tracing::error!(
+        %key,
+        reason,
+        shard = first.shard_id,
+        first = first.sequence_number,
+        last = last.sequence_number,
+        records = records.len(),
+        "giving up on records; kept for redrive"
+    );
+    config
+        .on_failure
+        .objects
+        .put(&key, bytes::Bytes::from(batch.to_json()))
+        .await
+        .with_context(|| format!("keeping given-up records at {key}"))?;
     Ok(())
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// A UUID for the mapping of `stream_arn` to `function`, stable across runs (Lambda assigns one at
+/// creation; the on-failure keys start with it).
+pub fn mapping_uuid(stream_arn: &str, function: &str) -> String {
+    uuid_like(&format!("{stream_arn} -> {function}"))
+}
+
+/// A UUID-shaped name from a digest of `seed` (Lambda uses a random UUID; unique is what counts).
+fn uuid_like(seed: &str) -> String {
+    use md5::Digest as _;
+    let h: String = md5::Md5::digest(seed.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn read_checkpoint(config: &MappingConfig, shard_id: &str) -> Option<String> {
@@ -346,6 +425,8 @@ pub async fn run_shard(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipeline::lambda_payload::{Envelope, KinesisBatch};
+    use pipeline::memory::MemoryObjectStore;
     use std::collections::VecDeque;
 
     /// Answers from a script and remembers the first sequence number of each batch it was given.
@@ -382,7 +463,11 @@ mod tests {
             batching_window: Duration::ZERO,
             max_retries,
             bisect_on_error: true,
-            on_failure: dir.join("on-failure.ndjson"),
+            on_failure: OnFailure {
+                objects: Arc::new(MemoryObjectStore::default()),
+                mapping_uuid: "00000000-0000-4000-8000-000000000000".into(),
+                function_arn: "arn:aws:lambda:us-east-1:000000000000:function:ingest".into(),
+            },
             checkpoints: dir.join("checkpoints.json"),
         }
     }
@@ -458,6 +543,8 @@ mod tests {
         };
         let mut cfg = config(&dir, 2);
         cfg.bisect_on_error = false;
+        let kept = MemoryObjectStore::default();
+        cfg.on_failure.objects = Arc::new(kept.clone());
         let mut delivery = Delivery::default();
         deliver(&mut function, records(5), &cfg, &mut delivery)
             .await
@@ -466,13 +553,37 @@ mod tests {
             (delivery.records_delivered, delivery.records_given_up),
             (2, 3)
         );
-        let line: Value =
-            serde_json::from_str(std::fs::read_to_string(&cfg.on_failure).unwrap().trim()).unwrap();
-        assert_eq!(line["KinesisBatchInfo"]["startSequenceNumber"], "3");
-        assert_eq!(line["KinesisBatchInfo"]["endSequenceNumber"], "5");
+        // One object where Lambda's S3 destination puts it, with the whole last payload.
+        let keys = kept.keys();
+        assert_eq!(keys.len(), 1, "{keys:?}");
         assert_eq!(
-            line["requestContext"]["condition"],
-            "RetryAttemptsExhausted"
+            given_up::parse_given_up_key(&keys[0]),
+            Some((cfg.on_failure.mapping_uuid.as_str(), "shardId-000000000000"))
+        );
+        let record = GivenUpBatch::parse(&kept.object(&keys[0]).unwrap()).unwrap();
+        let info = &record.kinesis_batch_info;
+        assert_eq!(
+            (
+                info.start_sequence_number.as_str(),
+                info.end_sequence_number.as_str(),
+                info.batch_size
+            ),
+            ("3", "5", 3)
+        );
+        assert_eq!(record.request_context.condition, "RetryAttemptsExhausted");
+        assert_eq!(record.request_context.approximate_invoke_count, 3);
+        let payload = KinesisBatch::parse(record.payload.unwrap().as_bytes()).unwrap();
+        let event_ids: Vec<String> = payload
+            .records
+            .iter()
+            .map(|r| match r {
+                Envelope::Record(r) => r.event_id.clone(),
+                Envelope::Unreadable(u) => panic!("unreadable: {}", u.detail),
+            })
+            .collect();
+        assert_eq!(
+            event_ids,
+            ["3", "4", "5"].map(|n| format!("shardId-000000000000:{n}"))
         );
     }
 

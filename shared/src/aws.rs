@@ -48,13 +48,17 @@ pub struct S3ObjectStore {
 
 impl S3ObjectStore {
     pub fn new(sdk: &SdkConfig, config: &CommonConfig) -> Self {
+        // Emulators serve buckets by path, not by virtual host.
+        Self::for_bucket(sdk, &config.bucket, config.endpoint_url.is_some())
+    }
+
+    pub fn for_bucket(sdk: &SdkConfig, bucket: &str, path_style: bool) -> Self {
         let s3_config = aws_sdk_s3::config::Builder::from(sdk)
-            // Emulators serve buckets by path, not by virtual host.
-            .force_path_style(config.endpoint_url.is_some())
+            .force_path_style(path_style)
             .build();
         S3ObjectStore {
             client: aws_sdk_s3::Client::from_conf(s3_config),
-            bucket: config.bucket.clone(),
+            bucket: bucket.to_string(),
         }
     }
 }

@@ -124,6 +124,27 @@ impl Prefixes {
         minute_key(&self.staging, minute, shard_id, first_sequence)
     }
 
+    /// Where `redrive` stages quarantined records that a newer catalogue accepts:
+    /// `{STAGING_PREFIX}/year=…/minute=mm/{shardId}-{firstSequenceNumber}.redriven-{digest}.ndjson`.
+    /// Never the name ingest gives an object: a staging object named after the same first
+    /// sequence number may hold that record's valid neighbours in a KPL aggregate. The digest (of
+    /// the body) makes a re-run with the same result overwrite its own object and a different
+    /// result add one; compaction drops the repeated positions.
+    pub fn redriven_staging_key(
+        &self,
+        minute: Minute,
+        shard_id: &str,
+        first_sequence: &str,
+        digest: &str,
+    ) -> String {
+        minute_key(
+            &self.staging,
+            minute,
+            shard_id,
+            &format!("{first_sequence}{REDRIVEN_MARK}{digest}"),
+        )
+    }
+
     /// `{QUARANTINE_PREFIX}/year=…/minute=mm/{shardId}-{firstSequenceNumber}.ndjson`
     pub fn quarantine_key(&self, minute: Minute, shard_id: &str, first_sequence: &str) -> String {
         minute_key(&self.quarantine, minute, shard_id, first_sequence)
@@ -195,12 +216,19 @@ pub fn is_part_of_day(key: &str, arrival_day: Date) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+const REDRIVEN_MARK: &str = ".redriven-";
+
 /// `(shardId, firstSequenceNumber)` from a staging or quarantine key
-/// `…/{shardId}-{firstSequenceNumber}.ndjson` (the inverse of [`Prefixes::staging_key`]'s name);
-/// `None` for a key of another shape.
+/// `…/{shardId}-{firstSequenceNumber}.ndjson` or `….redriven-{digest}.ndjson` (the inverse of
+/// [`Prefixes::staging_key`] and [`Prefixes::redriven_staging_key`]); `None` for another shape.
 pub fn parse_minute_object_name(key: &str) -> Option<(&str, &str)> {
     let name = key.rsplit('/').next()?;
-    let stem = name.strip_suffix(".ndjson")?;
+    let mut stem = name.strip_suffix(".ndjson")?;
+    if let Some((rest, digest)) = stem.rsplit_once(REDRIVEN_MARK) {
+        if !digest.is_empty() && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            stem = rest;
+        }
+    }
     let (shard, sequence) = stem.rsplit_once('-')?;
     let plausible =
         !shard.is_empty() && !sequence.is_empty() && sequence.bytes().all(|b| b.is_ascii_digit());
@@ -315,6 +343,50 @@ pub fn push_quarantine_line(
     out.extend_from_slice(b"\"}\n");
 }
 
+/// A quarantine line read back (the inverse of [`push_quarantine_line`]): what `redrive` needs to
+/// send the record through again with the identity it arrived with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineLine {
+    pub reason: String,
+    pub detail: String,
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub sub_sequence_number: Option<u32>,
+    /// Epoch microseconds.
+    pub received_at: i64,
+    pub data: Vec<u8>,
+}
+
+/// Reads one quarantine line; `Err` says what is wrong with it.
+pub fn parse_quarantine_line(line: &str) -> Result<QuarantineLine, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        reason: String,
+        #[serde(default)]
+        detail: String,
+        shard_id: String,
+        sequence_number: String,
+        sub_sequence_number: Option<u32>,
+        received_at: String,
+        data_base64: String,
+    }
+    let raw: Raw = serde_json::from_str(line).map_err(|e| format!("not a quarantine line: {e}"))?;
+    let received_at = time::parse_rfc3339(&raw.received_at)
+        .map_err(|e| format!("received_at `{}`: {e:?}", raw.received_at))?;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(&raw.data_base64)
+        .map_err(|e| format!("data_base64: {e}"))?;
+    Ok(QuarantineLine {
+        reason: raw.reason,
+        detail: raw.detail,
+        shard_id: raw.shard_id,
+        sequence_number: raw.sequence_number,
+        sub_sequence_number: raw.sub_sequence_number,
+        received_at,
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +470,46 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_lines_read_back_as_written() {
+        let received_at = time::parse_rfc3339("2024-04-11T14:10:06.012345Z").unwrap();
+        for (sub, data) in [
+            (None, &b"{\"event_name\":\"x:y\"}\n\xff"[..]),
+            (Some(7), &b""[..]),
+        ] {
+            let source = Source {
+                shard_id: "shardId-000000000003",
+                sequence_number: "4954",
+                sub_sequence_number: sub,
+            };
+            let mut out = Vec::new();
+            push_quarantine_line(
+                &mut out,
+                Reason::UnknownEvent,
+                "no \"x:y\"",
+                &source,
+                received_at,
+                data,
+            );
+            let text = std::str::from_utf8(&out).unwrap();
+            assert_eq!(text.matches('\n').count(), 1);
+            let line = parse_quarantine_line(text.trim_end()).unwrap();
+            assert_eq!(
+                line,
+                QuarantineLine {
+                    reason: "unknown_event".into(),
+                    detail: "no \"x:y\"".into(),
+                    shard_id: source.shard_id.into(),
+                    sequence_number: source.sequence_number.into(),
+                    sub_sequence_number: sub,
+                    received_at,
+                    data: data.to_vec(),
+                }
+            );
+        }
+        assert!(parse_quarantine_line("{\"reason\":\"x\"}").is_err());
+    }
+
+    #[test]
     fn staging_object_names_parse_back() {
         let p = Prefixes::default();
         let minute = Minute::of_micros(time::parse_rfc3339("2024-04-11T14:10:06Z").unwrap());
@@ -406,6 +518,18 @@ mod tests {
         assert_eq!(
             parse_minute_object_name(&key),
             Some(("shardId-000000000007", sequence))
+        );
+        let redriven = p.redriven_staging_key(minute, "shardId-000000000007", sequence, "0a9f");
+        assert!(redriven.ends_with(&format!(
+            "shardId-000000000007-{sequence}.redriven-0a9f.ndjson"
+        )));
+        assert_eq!(
+            parse_minute_object_name(&redriven),
+            Some(("shardId-000000000007", sequence))
+        );
+        assert_eq!(
+            parse_minute_object_name("staging/x/shardId-1-5.redriven-xyz.ndjson"),
+            None
         );
         assert_eq!(parse_minute_object_name("staging/x/notes.txt"), None);
         assert_eq!(

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod catalogue;
 pub mod config;
 pub mod fixtures;
+pub mod given_up;
 pub mod kpl;
 pub mod lake;
 pub mod lambda_payload;

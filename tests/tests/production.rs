@@ -346,3 +346,123 @@ async fn hostile_envelope_values_never_make_a_key_s3_would_reject() {
         .iter()
         .all(|l| l["reason"] == "invalid_envelope"));
 }
+
+/// Runs the built `redrive` with the lake's environment; returns its JSON report and exit status.
+fn redrive(lake: &Lake, args: &[&str]) -> (Value, bool) {
+    let output = std::process::Command::new(binary("redrive"))
+        .args(args)
+        .envs(lake.env())
+        .env("METRICS_SINK", "off")
+        // The fixtures arrived in 2024: let the redrive reach back that far.
+        .env("STAGING_RETENTION_DAYS", "3650")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("redrive {args:?} printed no report ({e}): {stderr}"));
+    (report, output.status.success())
+}
+
+#[tokio::test]
+async fn given_up_batches_and_quarantine_a_newer_catalogue_accepts_reach_the_lake_by_redrive() {
+    use localstack::esm::{self, Delivery, MappingConfig, OnFailure, TimedProcess};
+    use pipeline::given_up::{parse_given_up_key, GivenUpBatch, GIVEN_UP_PREFIX};
+    use std::sync::Arc;
+
+    let lake = Lake::new("redrive").await;
+    // An outage: the dedup table is unreachable, so every valid record is reported back until
+    // the mapping gives up and keeps the batches in its S3 on-failure destination.
+    let mut records: Vec<StreamRecord> = (1..=6)
+        .map(|n| record(0, n, ARRIVAL_MS, event_json(n)))
+        .collect();
+    records.push(record(0, 7, ARRIVAL_MS, b"{broken".to_vec()));
+    let mut function = TimedProcess {
+        process: ingest_process(&lake, &[("DEDUP_TABLE", "no-such-table")]).await,
+        timeout: Duration::from_secs(60),
+    };
+    let mapping = MappingConfig {
+        stream_arn: DEFAULT_STREAM_ARN.into(),
+        batch_size: 100,
+        batching_window: Duration::ZERO,
+        max_retries: 1,
+        bisect_on_error: true,
+        on_failure: OnFailure {
+            objects: Arc::new(lake.s3_store().await),
+            mapping_uuid: "6f1c1b5e-0000-4000-8000-000000000001".into(),
+            function_arn: "arn:aws:lambda:us-east-1:000000000000:function:ingest".into(),
+        },
+        checkpoints: std::env::temp_dir().join(format!("{}-checkpoints.json", lake.bucket)),
+    };
+    let mut delivery = Delivery::default();
+    esm::deliver(&mut function, records.clone(), &mapping, &mut delivery)
+        .await
+        .unwrap();
+    // Reported back from the first valid record on, the broken one after it too.
+    assert_eq!(delivery.records_given_up, 7, "{delivery:?}");
+    let kept = lake.keys(GIVEN_UP_PREFIX).await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        parse_given_up_key(&kept[0]).map(|(_, shard)| shard),
+        Some("shardId-000000000000")
+    );
+    let record = GivenUpBatch::parse(&lake.object(&kept[0]).await).unwrap();
+    assert_eq!(record.kinesis_batch_info.batch_size, 7);
+    assert!(lake.keys("staging/").await.is_empty());
+
+    // The outage is over: replay. Then again: nothing is sent twice.
+    let (report, ok) = redrive(&lake, &["given-up"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["redriven"], 1, "{report}");
+    assert_eq!(report["events_written"], 6, "{report}");
+    assert_eq!(report["records_quarantined"], 1, "{report}");
+    assert_eq!(report["arrival_days"], json!([DAY]));
+    let (report, ok) = redrive(&lake, &["given-up"]);
+    assert!(
+        ok && report["already_redriven"] == 1 && report["redriven"] == 0,
+        "{report}"
+    );
+
+    // An older ingest quarantined an event its catalogue did not know; this catalogue does.
+    let login = format!(
+        r#"{{"event_uuid":"{}","created_at":1712844605,"event_name":"user:login","event_specifics":{{"device":"iOS","user_location":"Paris"}}}}"#,
+        uuid(40)
+    );
+    let mut body = Vec::new();
+    let source = pipeline::layout::Source {
+        shard_id: "shardId-000000000001",
+        sequence_number: "900",
+        sub_sequence_number: None,
+    };
+    pipeline::layout::push_quarantine_line(
+        &mut body,
+        pipeline::validate::Reason::UnknownEvent,
+        "unknown event user:login",
+        &source,
+        ARRIVAL_MS * 1000,
+        login.as_bytes(),
+    );
+    let minute = pipeline::layout::Minute::of_micros(ARRIVAL_MS * 1000);
+    let prefixes = pipeline::layout::Prefixes::default();
+    lake.put(
+        &prefixes.quarantine_key(minute, "shardId-000000000001", "900"),
+        body,
+    )
+    .await;
+    let (report, ok) = redrive(&lake, &["quarantine", "--from", DAY]);
+    assert!(ok, "{report}");
+    // The broken record (quarantined by the redrive) stays; the login is staged.
+    assert_eq!(report["events_written"], 1, "{report}");
+    assert_eq!(report["records_quarantined"], 1, "{report}");
+    assert_eq!(
+        lake.owner(&uuid(40)).await.as_deref(),
+        Some("shardId-000000000001:900")
+    );
+
+    let mut compact = compact_process(&lake).await;
+    let report = compact_ok(&mut compact, json!({"day": DAY})).await;
+    assert_eq!(report["rows_written"], 7, "{report}");
+    let mut expected: Vec<String> = (1..=6).map(uuid).collect();
+    expected.push(uuid(40));
+    expected.sort();
+    assert_eq!(lake_ids(&lake).await, expected);
+}

@@ -25,7 +25,7 @@ use pipeline::catalogue::Catalogue;
 use pipeline::config::IngestConfig;
 use pipeline::kpl;
 use pipeline::lambda_payload::{Envelope, KinesisBatch};
-use pipeline::layout::{self, Minute, Prefixes, Source};
+use pipeline::layout::{self, Minute, Prefixes, QuarantineLine, Source};
 use pipeline::ports::{
     publish_metrics, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, ObjectStore, StoreError,
 };
@@ -217,6 +217,14 @@ impl<'a> Cutoffs<'a> {
     }
 }
 
+/// How objects are named: as ingest names them, or as `redrive` names what it stages from
+/// quarantine (never an ingest name; see [`layout::Prefixes::redriven_staging_key`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    Ingest,
+    Redriven,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum ObjectKind {
     Staging,
@@ -280,7 +288,46 @@ impl Ingest {
         deadline: Deadline,
     ) -> (KinesisEventResponse, Summary) {
         let started = Instant::now();
-        let mut units = self.unpack(&batch.records);
+        let units = self.unpack(&batch.records);
+        self.settle(units, started, deadline, Naming::Ingest).await
+    }
+
+    /// Quarantined records sent through again (`redrive`, after a catalogue change), each with the
+    /// identity it arrived with: its claim is `shardId:sequenceNumber` (`#N` within an aggregate),
+    /// as when Lambda delivered it, and its staging line keeps its position, so compaction drops
+    /// it if that position is already in the lake. Records that are still invalid stay where they
+    /// are: nothing new is written to quarantine. The response names, per shard, the lowest
+    /// sequence number that could not be made safe; a re-run settles it.
+    pub async fn replay_quarantined(
+        &self,
+        lines: &[QuarantineLine],
+        deadline: Deadline,
+    ) -> (KinesisEventResponse, Summary) {
+        let started = Instant::now();
+        let units = lines
+            .iter()
+            .map(|line| Unit {
+                shard_id: &line.shard_id,
+                sequence_number: &line.sequence_number,
+                sub_sequence_number: line.sub_sequence_number,
+                // Empty: the claim is named from the position, exactly as Lambda's eventID.
+                event_id: "",
+                received_at: line.received_at,
+                data: &line.data,
+                state: self.check(&line.data, line.received_at),
+            })
+            .collect();
+        self.settle(units, started, deadline, Naming::Redriven)
+            .await
+    }
+
+    async fn settle<'a>(
+        &'a self,
+        mut units: Vec<Unit<'a>>,
+        started: Instant,
+        deadline: Deadline,
+        naming: Naming,
+    ) -> (KinesisEventResponse, Summary) {
         mark_duplicates_within_batch(&mut units);
         let decoded = Instant::now();
         let mut cutoffs = Cutoffs::default();
@@ -288,7 +335,7 @@ impl Ingest {
             .await;
         let claimed = Instant::now();
         let (staging_bytes_written, staging_objects_written) = self
-            .write_objects(&units, &mut cutoffs, deadline.writes_until)
+            .write_objects(&units, &mut cutoffs, deadline.writes_until, naming)
             .await;
 
         let millis = |from: Instant, to: Instant| (to - from).as_millis() as u64;
@@ -448,12 +495,13 @@ impl Ingest {
         units: &[Unit<'a>],
         cutoffs: &mut Cutoffs<'a>,
         until: tokio::time::Instant,
+        naming: Naming,
     ) -> (u64, u64) {
         let mut groups: BTreeMap<(ObjectKind, &str, Minute), Vec<&Unit>> = BTreeMap::new();
         for unit in units {
             let kind = match unit.state {
                 State::Claimed(_) => ObjectKind::Staging,
-                State::Quarantined(_) => ObjectKind::Quarantine,
+                State::Quarantined(_) if naming == Naming::Ingest => ObjectKind::Quarantine,
                 _ => continue,
             };
             if cutoffs.retries(unit) {
@@ -475,6 +523,12 @@ impl Ingest {
             });
             let first = members[0].sequence_number;
             let (key, body) = match kind {
+                ObjectKind::Staging if naming == Naming::Redriven => {
+                    let body = staging_body(&members);
+                    let digest = md5_hex(&body);
+                    let key = prefixes.redriven_staging_key(minute, shard, first, &digest);
+                    (key, body)
+                }
                 ObjectKind::Staging => (
                     prefixes.staging_key(minute, shard, first),
                     staging_body(&members),
@@ -543,12 +597,16 @@ fn quarantine_key(
     if !first_sequence.is_empty() {
         return prefixes.quarantine_key(minute, shard, first_sequence);
     }
+    let digest = md5_hex(body);
+    prefixes.quarantine_key(minute, shard, &format!("unsequenced.{digest}"))
+}
+
+fn md5_hex(body: &[u8]) -> String {
     use md5::Digest as _;
-    let digest: String = md5::Md5::digest(body)
+    md5::Md5::digest(body)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
-    prefixes.quarantine_key(minute, shard, &format!("unsequenced.{digest}"))
+        .collect()
 }
 
 fn staging_body(members: &[&Unit]) -> Vec<u8> {

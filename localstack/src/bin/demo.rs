@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use localstack::embedded::EmbeddedService;
-use localstack::esm::{self, Delivery, MappingConfig, TimedProcess};
+use localstack::esm::{self, Delivery, MappingConfig, OnFailure, TimedProcess};
 use localstack::provision;
 use localstack::runtime_api::{LambdaProcess, Outcome};
 use serde_json::{json, Value};
@@ -48,6 +48,31 @@ struct Args {
     /// Only create the bucket, table and stream on the emulator (the LocalStack init hook uses this).
     #[arg(long)]
     provision_only: bool,
+    /// Simulate an outage: the first N invocations of ingest on each shard fail, so the event
+    /// source mapping (3 retries) gives batches up to its S3 on-failure destination once N > 3;
+    /// `redrive given-up` then replays them.
+    #[arg(long, default_value_t = 0)]
+    outage: u64,
+}
+
+/// The ingest function of one shard, except that its first invocations fail as if the function
+/// were down.
+struct Outage {
+    function: TimedProcess,
+    failures_left: u64,
+}
+
+#[async_trait::async_trait]
+impl esm::Function for Outage {
+    async fn invoke(&mut self, payload: &Value) -> anyhow::Result<Outcome> {
+        if self.failures_left > 0 {
+            self.failures_left -= 1;
+            return Ok(Outcome::FunctionError(
+                json!({"errorType": "SimulatedOutage", "errorMessage": "the demo's --outage"}),
+            ));
+        }
+        self.function.invoke(payload).await
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +166,6 @@ async fn main() -> anyhow::Result<()> {
     if new_stream {
         let _ = std::fs::remove_file(&checkpoints);
     }
-    let on_failure = args.output.join("esm-on-failure.ndjson");
-    let _ = std::fs::remove_file(&on_failure);
 
     let env: Vec<(String, String)> = [
         ("DATA_LAKE_BUCKET", args.bucket.as_str()),
@@ -182,12 +205,20 @@ async fn main() -> anyhow::Result<()> {
         .map(|s| s.shard_id().to_string())
         .collect();
     let mapping = MappingConfig {
+        on_failure: OnFailure {
+            objects: std::sync::Arc::new(pipeline::aws::S3ObjectStore::for_bucket(
+                &sdk,
+                &args.bucket,
+                true,
+            )),
+            mapping_uuid: esm::mapping_uuid(&stream_arn, "ingest"),
+            function_arn: "arn:aws:lambda:us-east-1:000000000000:function:ingest".into(),
+        },
         stream_arn,
         batch_size: args.batch_size,
         batching_window: Duration::from_millis(500),
         max_retries: 3,
         bisect_on_error: true,
-        on_failure: on_failure.clone(),
         checkpoints,
     };
 
@@ -215,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut consumers = Vec::new();
     for shard in &shards {
-        let (kinesis, stream, shard, mapping, env, bin, done) = (
+        let (kinesis, stream, shard, mapping, env, bin, done, failures_left) = (
             kinesis.clone(),
             args.stream.clone(),
             shard.clone(),
@@ -223,12 +254,16 @@ async fn main() -> anyhow::Result<()> {
             env.clone(),
             ingest_bin.clone(),
             done_rx.clone(),
+            args.outage,
         );
         consumers.push(tokio::spawn(async move {
             let process = LambdaProcess::spawn(&bin, "ingest", &env).await?;
-            let mut function = TimedProcess {
-                process,
-                timeout: Duration::from_secs(300),
+            let mut function = Outage {
+                function: TimedProcess {
+                    process,
+                    timeout: Duration::from_secs(300),
+                },
+                failures_left,
             };
             esm::run_shard(&kinesis, &stream, &shard, &mut function, &mapping, done).await
         }));
@@ -257,6 +292,40 @@ async fn main() -> anyhow::Result<()> {
         delivery.invocations,
         ingest_elapsed.as_secs_f64()
     );
+
+    // What the mapping gave up on is in its on-failure destination: replay it, as an operator would.
+    let given_up_objects = list_keys(&s3, &args.bucket, pipeline::given_up::GIVEN_UP_PREFIX)
+        .await?
+        .len();
+    let redriven = if given_up_objects > 0 {
+        let output = tokio::process::Command::new(sibling_binary("redrive")?)
+            .arg("given-up")
+            .envs(env.iter().cloned())
+            .output()
+            .await?;
+        let report: Value = serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "redrive printed no report: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+        if !output.status.success() {
+            bail!("redrive left batches undone: {report}");
+        }
+        println!(
+            "redrove {} given-up batches: {} events written",
+            report["redriven"], report["events_written"]
+        );
+        Some(report)
+    } else {
+        None
+    };
+    let redrive_count = |field: &str| {
+        redriven
+            .as_ref()
+            .and_then(|r| r[field].as_u64())
+            .unwrap_or(0)
+    };
 
     // Compact every arrival day that was staged.
     let staging_keys = list_keys(&s3, &args.bucket, "staging/").await?;
@@ -310,9 +379,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let metric = |f: &'static str, n: &'static str| metrics[&(f, n)] as u64;
-    let written = metric("ingest", "EventsWritten");
-    let dropped = metric("ingest", "DuplicatesDropped");
-    let quarantined_total = metric("ingest", "RecordsQuarantined");
+    // Ingest's own metrics, plus what the redrive did with the batches the mapping gave up on.
+    let written = metric("ingest", "EventsWritten") + redrive_count("events_written");
+    let dropped = metric("ingest", "DuplicatesDropped") + redrive_count("duplicates_dropped");
+    let quarantined_total =
+        metric("ingest", "RecordsQuarantined") + redrive_count("records_quarantined");
     let unaccounted = produced.events as i64 - (written + dropped + quarantined_total) as i64;
     let lake_rows = lake["rows"].as_u64().unwrap_or(0);
     let lake_distinct = lake["distinct_ids"].as_u64().unwrap_or(0);
@@ -344,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
         md,
         "| produced (user records) | {} | {} received |",
         thousands(produced.events),
-        thousands(metric("ingest", "RecordsReceived"))
+        thousands(metric("ingest", "RecordsReceived") + redrive_count("records"))
     );
     let _ = writeln!(
         md,
@@ -414,7 +485,13 @@ async fn main() -> anyhow::Result<()> {
         delivery.bisections,
         delivery.records_given_up,
         if delivery.records_given_up > 0 {
-            format!(" (see {})", on_failure.display())
+            format!(
+                " in {given_up_objects} on-failure objects under s3://{}/{}, all redriven ({} events written, {} duplicates)",
+                args.bucket,
+                pipeline::given_up::GIVEN_UP_PREFIX,
+                redrive_count("events_written"),
+                redrive_count("duplicates_dropped"),
+            )
         } else {
             String::new()
         },
