@@ -36,6 +36,9 @@ mappings = [m for m in aws("lambda").list_event_source_mappings()["EventSourceMa
             if m["FunctionArn"].endswith(":function:" + out["ingest_function"])]
 assert mappings[0]["FunctionResponseTypes"] == ["ReportBatchItemFailures"], mappings
 assert mappings[0]["BisectBatchOnFunctionError"] is True, mappings
+on_failure = mappings[0].get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+assert on_failure == "arn:aws:s3:::" + out["bucket"], mappings
+assert out["given_up_batches"] == f"s3://{out['bucket']}/aws/lambda/{mappings[0]['UUID']}/", out
 env = aws("lambda").get_function_configuration(FunctionName=out["ingest_function"])["Environment"]["Variables"]
 assert env["DEDUP_TABLE"] == out["dedup_table"] and env["DATA_LAKE_BUCKET"] == out["bucket"], env
 rules = aws("s3").get_bucket_lifecycle_configuration(Bucket=out["bucket"])["Rules"]
@@ -43,5 +46,5 @@ assert {r["ID"] for r in rules} >= {"expire-staging", "expire-quarantine"}, rule
 schedule = aws("scheduler").get_schedule(Name="event-pipeline-compact-daily")
 assert schedule["ScheduleExpression"] == "cron(15 0 * * ? *)", schedule
 print("infra apply: every resource created on the emulator; dedup TTL, event source mapping, "
-      "function environment, lifecycle rules and schedule read back as planned")
+      "S3 on-failure destination, function environment, lifecycle rules and schedule read back as planned")
 PY

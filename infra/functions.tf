@@ -68,10 +68,19 @@ data "aws_iam_policy_document" "ingest" {
       values   = [local.key_alias]
     }
   }
+  # The event source mapping writes batches it gives up on to its S3 on-failure destination with
+  # the function's role: s3:PutObject and s3:ListBucket (Lambda developer guide, "Retain discarded
+  # batch records for a Kinesis Data Streams event source"). Lambda chooses the keys:
+  # aws/lambda/{mapping UUID}/{shard}/YYYY/MM/DD/…
   statement {
-    sid       = "ReportFailedBatches"
-    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes"]
-    resources = ["${local.queue_arn}-ingest-on-failure"]
+    sid       = "KeepGivenUpBatches"
+    actions   = ["s3:PutObject"]
+    resources = ["${local.bucket_arn}/aws/lambda/*"]
+  }
+  statement {
+    sid       = "ListForGivenUpBatches"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn]
   }
   statement {
     sid       = "Logs"
@@ -89,7 +98,7 @@ resource "aws_iam_role_policy" "ingest" {
 resource "aws_lambda_function" "ingest" {
   #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (Kinesis, DynamoDB, S3); a VPC would add NAT or endpoints and cold-start latency for nothing.
   #checkov:skip=CKV_AWS_272:Code signing needs an account-level signing profile; the zip is built by CI from this repository.
-  #checkov:skip=CKV_AWS_116:A stream-triggered function has no asynchronous invocations: failed batches go to the event source mapping's on-failure queue.
+  #checkov:skip=CKV_AWS_116:A stream-triggered function has no asynchronous invocations: batches it gives up on go to the event source mapping's S3 on-failure destination.
   #checkov:skip=CKV_AWS_115:Concurrency is bounded by shards x parallelization factor; reserving it could fail in small accounts.
   function_name    = local.ingest_name
   role             = aws_iam_role.ingest.arn
@@ -116,12 +125,6 @@ resource "aws_lambda_function" "ingest" {
   depends_on = [aws_cloudwatch_log_group.ingest, aws_iam_role_policy.ingest]
 }
 
-resource "aws_sqs_queue" "ingest_on_failure" {
-  name                      = "${var.name}-ingest-on-failure"
-  message_retention_seconds = 1209600
-  sqs_managed_sse_enabled   = true
-}
-
 resource "aws_lambda_event_source_mapping" "ingest" {
   function_name                      = aws_lambda_function.ingest.arn
   event_source_arn                   = aws_kinesis_stream.events.arn
@@ -134,9 +137,19 @@ resource "aws_lambda_event_source_mapping" "ingest" {
   bisect_batch_on_function_error     = true
   function_response_types            = ["ReportBatchItemFailures"]
 
+  # Given-up batches are kept whole (the invocation record and its payload) in the lake's bucket,
+  # under aws/lambda/: `redrive given-up` replays them with their original eventIDs.
   destination_config {
     on_failure {
-      destination_arn = aws_sqs_queue.ingest_on_failure.arn
+      destination_arn = local.bucket_arn
+    }
+  }
+  depends_on = [aws_s3_bucket.lake]
+
+  lifecycle {
+    precondition {
+      condition     = var.maximum_record_age_seconds == -1 || var.maximum_record_age_seconds <= var.kinesis_retention_hours * 3600
+      error_message = "maximum_record_age_seconds beyond the stream's retention never applies: records expire from the stream first, and are lost without reaching the on-failure destination."
     }
   }
 }

@@ -50,13 +50,37 @@ resource "aws_cloudwatch_metric_alarm" "errors" {
   alarm_actions       = local.alarm_actions
 }
 
+# S3 request metrics for the on-failure prefix: a PUT there is a batch the event source mapping
+# gave up on.
+resource "aws_s3_bucket_metric" "given_up" {
+  bucket = aws_s3_bucket.lake.id
+  name   = "given-up-batches"
+  filter {
+    prefix = "aws/lambda/"
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "given_up" {
+  alarm_name          = "${local.ingest_name}-given-up-batches"
+  alarm_description   = "The event source mapping gave up on a batch: it is kept in s3://${local.bucket_name}/aws/lambda/; replay it with `redrive given-up`."
+  namespace           = "AWS/S3"
+  metric_name         = "PutRequests"
+  dimensions          = { BucketName = local.bucket_name, FilterId = aws_s3_bucket_metric.given_up.name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 0
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+}
+
 resource "aws_cloudwatch_metric_alarm" "dead_letters" {
   for_each = {
-    ingest-on-failure    = aws_sqs_queue.ingest_on_failure.name
     compact-dead-letters = aws_sqs_queue.compact_dead_letters.name
   }
   alarm_name          = "${var.name}-${each.key}-depth"
-  alarm_description   = "Records or compactions were given up: see the queue ${each.value}."
+  alarm_description   = "A compaction was given up: see the queue ${each.value}."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = each.value }
@@ -164,6 +188,13 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
           [local.namespace, "DuplicatesDropped", "FunctionName", local.ingest_name],
           [local.namespace, "RecordsQuarantined", "FunctionName", local.ingest_name],
           [local.namespace, "BatchItemFailures", "FunctionName", local.ingest_name],
+        ]
+      } }),
+      merge(local.widget, { properties = {
+        title = "Batches given up (kept for redrive) and redriven", region = var.region, stat = "Sum", period = 300,
+        metrics = [
+          ["AWS/S3", "PutRequests", "BucketName", local.bucket_name, "FilterId", aws_s3_bucket_metric.given_up.name],
+          [local.namespace, "EventsWritten", "FunctionName", "redrive", { yAxis = "right" }],
         ]
       } }),
       merge(local.widget, { properties = {

@@ -24,9 +24,9 @@ output "compact_function" {
   value = aws_lambda_function.compact.function_name
 }
 
-output "ingest_on_failure_queue" {
-  description = "Batches the event source mapping gave up on."
-  value       = aws_sqs_queue.ingest_on_failure.url
+output "given_up_batches" {
+  description = "Where the event source mapping keeps batches it gave up on (replay: redrive given-up)."
+  value       = "s3://${aws_s3_bucket.lake.id}/aws/lambda/${aws_lambda_event_source_mapping.ingest.uuid}/"
 }
 
 output "compact_dead_letter_queue" {

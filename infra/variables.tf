@@ -89,12 +89,13 @@ variable "parallelization_factor" {
 }
 
 variable "maximum_retry_attempts" {
-  type    = number
-  default = 10
+  description = "Event source mapping: retries of a failing batch before it is given up to the S3 on-failure destination (-1: until the record age or retention ends it)."
+  type        = number
+  default     = 10
 }
 
 variable "maximum_record_age_seconds" {
-  description = "Event source mapping: records older than this go to the on-failure queue (-1: never)."
+  description = "Event source mapping: records older than this are given up to the S3 on-failure destination (-1: never); at most the stream's retention."
   type        = number
   default     = 86400
 }

@@ -33,7 +33,7 @@ def grants(statements):
 
 
 class EventSourceMapping(unittest.TestCase):
-    def test_reports_batch_item_failures_bisects_and_has_an_on_failure_queue(self):
+    def test_reports_batch_item_failures_bisects_and_keeps_given_up_batches_in_s3(self):
         esm = resource("aws_lambda_event_source_mapping.ingest")
         self.assertEqual(esm["function_response_types"], ["ReportBatchItemFailures"])
         self.assertTrue(esm["bisect_batch_on_function_error"])
@@ -42,8 +42,17 @@ class EventSourceMapping(unittest.TestCase):
         self.assertEqual(esm["maximum_retry_attempts"], 10)
         self.assertEqual(esm["maximum_record_age_in_seconds"], 86400)
         self.assertEqual(esm["parallelization_factor"], 1)
-        self.assertEqual(len(esm["destination_config"][0]["on_failure"]), 1)
-        self.assertTrue(resource("aws_sqs_queue.ingest_on_failure")["sqs_managed_sse_enabled"])
+        # An S3 destination keeps the whole invocation payload, which `redrive given-up` replays;
+        # an SQS or SNS one keeps only metadata.
+        self.assertEqual(esm["destination_config"][0]["on_failure"], [{"destination_arn": BUCKET}])
+        self.assertNotIn("aws_sqs_queue.ingest_on_failure", RESOURCES)
+
+    def test_records_are_given_up_before_the_stream_drops_them_and_claims_outlive_both(self):
+        esm = resource("aws_lambda_event_source_mapping.ingest")
+        retention = resource("aws_kinesis_stream.events")["retention_period"] * 3600
+        self.assertLessEqual(esm["maximum_record_age_in_seconds"], retention)
+        self.assertGreater(int(resource("aws_lambda_function.ingest")["environment"][0]["variables"]["DEDUP_TTL_SECONDS"]),
+                           retention)
 
 
 class DedupTable(unittest.TestCase):
@@ -88,9 +97,11 @@ class LeastPrivilege(unittest.TestCase):
     def test_ingest_reads_the_stream_claims_ids_and_writes_only_staging_and_quarantine(self):
         g = grants(policy("aws_iam_role_policy.ingest"))
         self.assertEqual(g["dynamodb:PutItem"], {"arn:aws:dynamodb:eu-west-1:123456789012:table/event-pipeline-dedup"})
-        self.assertEqual(g["s3:PutObject"], {f"{BUCKET}/staging/*", f"{BUCKET}/quarantine/*"})
+        # aws/lambda/*: where the event source mapping, with this role, keeps batches it gives up on.
+        self.assertEqual(g["s3:PutObject"], {f"{BUCKET}/staging/*", f"{BUCKET}/quarantine/*", f"{BUCKET}/aws/lambda/*"})
+        self.assertEqual(g["s3:ListBucket"], {BUCKET})
         self.assertEqual(g["kinesis:GetRecords"], {"arn:aws:kinesis:eu-west-1:123456789012:stream/event-pipeline-events"})
-        self.assertFalse(any(a.startswith("s3:") and a != "s3:PutObject" for a in g), g.keys())
+        self.assertFalse(any(a.startswith("s3:") and a not in ("s3:PutObject", "s3:ListBucket") for a in g), g.keys())
         self.assertFalse(any(a.startswith("dynamodb:") and a != "dynamodb:PutItem" for a in g))
 
     def test_compact_reads_staging_replaces_processed_and_quarantines(self):
@@ -170,18 +181,22 @@ class Observability(unittest.TestCase):
         body = resource("aws_cloudwatch_dashboard.pipeline")["dashboard_body"]
         for metric in ("Invocations", "Errors", "Duration", "IteratorAge", "IncomingRecords", "EventsWritten",
                        "DuplicatesDropped", "RecordsQuarantined", "EventsCompacted", "DaysRecompacted",
-                       "LateObjectsFound", "LinesQuarantined"):
+                       "LateObjectsFound", "LinesQuarantined", "PutRequests"):
             self.assertIn(f'"{metric}"', body, metric)
 
     def test_alarms_cover_lag_errors_dead_letters_and_quarantine_rate(self):
         alarms = {r["alarm_name"] for a, r in RESOURCES.items() if a.startswith("aws_cloudwatch_metric_alarm.")}
         self.assertTrue({"event-pipeline-ingest-iterator-age", "event-pipeline-ingest-errors", "event-pipeline-compact-errors",
-                         "event-pipeline-ingest-on-failure-depth", "event-pipeline-compact-dead-letters-depth",
+                         "event-pipeline-ingest-given-up-batches", "event-pipeline-compact-dead-letters-depth",
                          "event-pipeline-ingest-quarantine-rate", "event-pipeline-compact-lines-quarantined"} <= alarms,
                         alarms)
         lines = resource("aws_cloudwatch_metric_alarm.compaction_quarantine")
         self.assertEqual((lines["metric_name"], lines["threshold"], lines["comparison_operator"]),
                          ("LinesQuarantined", 0, "GreaterThanThreshold"))
+        given_up = resource("aws_cloudwatch_metric_alarm.given_up")
+        self.assertEqual((given_up["namespace"], given_up["metric_name"], given_up["dimensions"]),
+                         ("AWS/S3", "PutRequests", {"BucketName": BUCKET.split(":::")[1], "FilterId": "given-up-batches"}))
+        self.assertEqual(resource("aws_s3_bucket_metric.given_up")["filter"], [{"prefix": "aws/lambda/", "tags": None, "access_point": None}])
         self.assertEqual(resource('aws_sns_topic_subscription.alarm_email[0]')["endpoint"], "ops@example.com")
 
 
