@@ -73,9 +73,15 @@ bench: venv
 
 # Integration tests drive the built binaries through the Lambda Runtime API, against moto on a free
 # loopback port that scripts/with-moto.sh starts and always stops.
+# A small demo runs end to end too (two shards, KPL aggregates, an outage whose given-up batches are
+# redriven), and must match the producer's ledger exactly.
 test: venv build-debug infra-check
 	scripts/with-moto.sh cargo test --workspace
 	scripts/with-moto.sh infra/apply-local.sh
+	@out=$$(mktemp -d); \
+	  scripts/with-moto.sh cargo run --quiet -p localstack --bin demo -- --events 3000 --kpl 10 --shards 2 \
+	    --outage 5 --output "$$out" > "$$out/demo.log" 2>&1 || { cat "$$out/demo.log"; exit 1; }; \
+	  grep -E "^(redrove|checked against the producer)" "$$out/demo.log"; rm -rf "$$out"
 
 # Terraform fmt/validate/plan with fake credentials, plan assertions and checkov, all offline.
 infra-check: venv

@@ -254,11 +254,26 @@ pub struct Produced {
     pub valid: u64,
     pub duplicates: u64,
     pub malformed: std::collections::BTreeMap<&'static str, u64>,
+    /// The distinct valid ids sent, as an order-free digest: the XOR of the MD5 of each id
+    /// ([`ids_digest`]). The lake holds exactly those ids when its own digest is equal.
+    pub valid_ids_digest: u128,
     pub kinesis_records: u64,
     pub put_records_calls: u64,
     pub entries_resent: u64,
     pub bytes: u64,
     pub elapsed: Duration,
+}
+
+/// One id's share of [`Produced::valid_ids_digest`]: its MD5 as a big-endian number (what Python's
+/// `int(hashlib.md5(id.encode()).hexdigest(), 16)` gives).
+pub fn id_digest(id: &str) -> u128 {
+    use md5::Digest as _;
+    u128::from_be_bytes(md5::Md5::digest(id.as_bytes()).into())
+}
+
+/// The digest of a set of ids (each id once).
+pub fn ids_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> u128 {
+    ids.into_iter().map(id_digest).fold(0, |acc, d| acc ^ d)
 }
 
 const MAX_ENTRIES: usize = 500;
@@ -290,7 +305,14 @@ pub async fn produce(
         produced.events += 1;
         produced.bytes += data.len() as u64;
         match kind {
-            Kind::Valid => produced.valid += 1,
+            Kind::Valid => {
+                produced.valid += 1;
+                let event: Value = serde_json::from_slice(&data).expect("the generator's JSON");
+                let id = event["event_uuid"]
+                    .as_str()
+                    .expect("valid events have an id");
+                produced.valid_ids_digest ^= id_digest(id);
+            }
             Kind::Duplicate => produced.duplicates += 1,
             Kind::Malformed(reason) => *produced.malformed.entry(reason).or_default() += 1,
         }
@@ -399,6 +421,24 @@ async fn put_all(
 mod tests {
     use super::*;
     use pipeline::validate::validate;
+
+    #[test]
+    fn the_ids_digest_is_what_the_lake_check_computes_in_python() {
+        // int(hashlib.md5(id.encode()).hexdigest(), 16), and the XOR of two.
+        let (a, b) = (
+            "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573",
+            "00000000-0000-4000-8000-000000000001",
+        );
+        assert_eq!(
+            format!("{:032x}", id_digest(a)),
+            "b3713eb3e103ee5042310c8e66dc6c98"
+        );
+        assert_eq!(
+            format!("{:032x}", ids_digest([a, b])),
+            "f6ed472a1543ca1b540a346d1322b245"
+        );
+        assert_eq!(ids_digest([b, a]), ids_digest([a, b]));
+    }
 
     #[test]
     fn generated_records_are_what_they_claim_to_be() {

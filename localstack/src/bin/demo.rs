@@ -553,10 +553,86 @@ async fn main() -> anyhow::Result<()> {
     for service in [embedded_kinesis, embedded_dynamodb].into_iter().flatten() {
         service.stop().await?;
     }
-    if unaccounted != 0 || lake_rows != written || lake_distinct != written {
-        bail!("events were lost or duplicated: unaccounted {unaccounted}, written {written}, Parquet rows {lake_rows}, distinct {lake_distinct}");
+    // Against what the producer sent, not the pipeline against itself.
+    let mismatches = ledger_mismatches(
+        &produced,
+        Pipeline {
+            written,
+            dropped,
+            quarantined: &quarantined,
+            lake_rows,
+            lake_distinct,
+            lake_ids_digest: lake["ids_digest"].as_str().unwrap_or_default(),
+        },
+    );
+    if unaccounted != 0 || !mismatches.is_empty() {
+        bail!(
+            "the lake does not hold what was sent (unaccounted {unaccounted}):\n{}",
+            mismatches.join("\n")
+        );
     }
+    println!(
+        "checked against the producer's ledger: {} valid ids, each once in Parquet; {} duplicates dropped; quarantine by reason as sent",
+        thousands(produced.valid),
+        thousands(produced.duplicates)
+    );
     Ok(())
+}
+
+/// What the pipeline reports, to hold against the producer's ledger.
+struct Pipeline<'a> {
+    written: u64,
+    dropped: u64,
+    quarantined: &'a BTreeMap<String, u64>,
+    lake_rows: u64,
+    lake_distinct: u64,
+    lake_ids_digest: &'a str,
+}
+
+/// Every way the pipeline's outcome differs from what the producer sent; empty when it is exact.
+fn ledger_mismatches(produced: &events::Produced, pipeline: Pipeline) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut expect = |what: &str, sent: String, got: String| {
+        if sent != got {
+            out.push(format!("{what}: sent {sent}, pipeline {got}"));
+        }
+    };
+    expect(
+        "events written (distinct valid ids)",
+        produced.valid.to_string(),
+        pipeline.written.to_string(),
+    );
+    expect(
+        "duplicates dropped (producer retries)",
+        produced.duplicates.to_string(),
+        pipeline.dropped.to_string(),
+    );
+    let sent: BTreeMap<String, u64> = produced
+        .malformed
+        .iter()
+        .map(|(reason, n)| (reason.to_string(), *n))
+        .collect();
+    expect(
+        "quarantined by reason",
+        format!("{sent:?}"),
+        format!("{:?}", pipeline.quarantined),
+    );
+    expect(
+        "Parquet rows",
+        produced.valid.to_string(),
+        pipeline.lake_rows.to_string(),
+    );
+    expect(
+        "distinct ids in Parquet",
+        produced.valid.to_string(),
+        pipeline.lake_distinct.to_string(),
+    );
+    expect(
+        "digest of the ids in Parquet",
+        format!("{:032x}", produced.valid_ids_digest),
+        pipeline.lake_ids_digest.to_string(),
+    );
+    out
 }
 
 /// `YYYY-MM-DD` from a staging key `staging/year=YYYY/month=MM/day=DD/…`.
@@ -680,4 +756,55 @@ async fn metric_sum(
         .await
         .with_context(|| format!("GetMetricStatistics {function} {name}"))?;
     Ok(output.datapoints().iter().filter_map(|d| d.sum()).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_check_catches_a_lost_id_replaced_by_a_stray_one() {
+        let sent = [
+            "00000000-0000-4000-8000-000000000001",
+            "00000000-0000-4000-8000-000000000002",
+        ];
+        let produced = events::Produced {
+            events: 4,
+            valid: 2,
+            duplicates: 1,
+            malformed: BTreeMap::from([("invalid_json", 1)]),
+            valid_ids_digest: events::ids_digest(sent),
+            ..events::Produced::default()
+        };
+        let quarantined = BTreeMap::from([("invalid_json".to_string(), 1)]);
+        let digest = |ids: [&str; 2]| format!("{:032x}", events::ids_digest(ids));
+        let exact = digest(sent);
+        let pipeline = |lake_ids_digest| Pipeline {
+            written: 2,
+            dropped: 1,
+            quarantined: &quarantined,
+            lake_rows: 2,
+            lake_distinct: 2,
+            lake_ids_digest,
+        };
+        assert_eq!(
+            ledger_mismatches(&produced, pipeline(&exact)),
+            Vec::<String>::new()
+        );
+        // Same counts, but one id lost and another in its place.
+        let swapped = digest([sent[0], "00000000-0000-4000-8000-000000000003"]);
+        let found = ledger_mismatches(&produced, pipeline(&swapped));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("digest of the ids"), "{found:?}");
+        // A malformed record quarantined under another reason.
+        let other = BTreeMap::from([("not_utf8".to_string(), 1)]);
+        let found = ledger_mismatches(
+            &produced,
+            Pipeline {
+                quarantined: &other,
+                ..pipeline(&exact)
+            },
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
 }
