@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 python="${PIPELINE_PYTHON:?run through scripts/with-moto.sh}"
 : "${AWS_ENDPOINT_URL:?run through scripts/with-moto.sh}"
+# shellcheck source=../scripts/skip.sh
+source ../scripts/skip.sh
 if ! command -v terraform >/dev/null; then
-  echo "infra apply: SKIPPED (terraform is not installed; nothing was applied)"
+  skip "terraform apply against the emulator" "terraform is not installed"
   exit 0
 fi
 plugins=()
