@@ -98,6 +98,7 @@ infra-check: venv
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-rust-version.py
 
 fmt:
 	cargo fmt --all
