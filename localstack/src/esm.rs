@@ -176,7 +176,7 @@ async fn give_up(
 ) -> anyhow::Result<()> {
     let (first, last) = (&records[0], &records[records.len() - 1]);
     let payload = kinesis_event(records, &config.stream_arn).to_string();
-    let now = now_micros();
+    let now = pipeline::time::now_micros();
     let unique = uuid_like(&format!("{payload}{now}"));
     let batch = GivenUpBatch {
         request_context: RequestContext {
@@ -233,12 +233,6 @@ async fn give_up(
         .await
         .with_context(|| format!("keeping given-up records at {key}"))?;
     Ok(())
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// A UUID for the mapping of `stream_arn` to `function`, stable across runs (Lambda assigns one at

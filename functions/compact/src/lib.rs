@@ -407,7 +407,7 @@ impl Compact {
         // change again.
         let manifest = Manifest::new(
             day.to_string(),
-            time::format_rfc3339_micros(now_micros()),
+            time::format_rfc3339_micros(time::now_micros()),
             &staging,
             files.clone(),
             run.rows_written,
@@ -501,12 +501,6 @@ async fn read_optional(
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body))
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// A staging object's shard and first sequence number from its name; a name of another shape

@@ -591,48 +591,49 @@ struct Pipeline<'a> {
 
 /// Every way the pipeline's outcome differs from what the producer sent; empty when it is exact.
 fn ledger_mismatches(produced: &events::Produced, pipeline: Pipeline) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut expect = |what: &str, sent: String, got: String| {
-        if sent != got {
-            out.push(format!("{what}: sent {sent}, pipeline {got}"));
-        }
-    };
-    expect(
-        "events written (distinct valid ids)",
-        produced.valid.to_string(),
-        pipeline.written.to_string(),
-    );
-    expect(
-        "duplicates dropped (producer retries)",
-        produced.duplicates.to_string(),
-        pipeline.dropped.to_string(),
-    );
-    let sent: BTreeMap<String, u64> = produced
+    let valid = produced.valid.to_string();
+    let sent_reasons: BTreeMap<String, u64> = produced
         .malformed
         .iter()
         .map(|(reason, n)| (reason.to_string(), *n))
         .collect();
-    expect(
-        "quarantined by reason",
-        format!("{sent:?}"),
-        format!("{:?}", pipeline.quarantined),
-    );
-    expect(
-        "Parquet rows",
-        produced.valid.to_string(),
-        pipeline.lake_rows.to_string(),
-    );
-    expect(
-        "distinct ids in Parquet",
-        produced.valid.to_string(),
-        pipeline.lake_distinct.to_string(),
-    );
-    expect(
-        "digest of the ids in Parquet",
-        format!("{:032x}", produced.valid_ids_digest),
-        pipeline.lake_ids_digest.to_string(),
-    );
-    out
+    let checks = [
+        (
+            "events written (distinct valid ids)",
+            valid.clone(),
+            pipeline.written.to_string(),
+        ),
+        (
+            "duplicates dropped (producer retries)",
+            produced.duplicates.to_string(),
+            pipeline.dropped.to_string(),
+        ),
+        (
+            "quarantined by reason",
+            format!("{sent_reasons:?}"),
+            format!("{:?}", pipeline.quarantined),
+        ),
+        (
+            "Parquet rows",
+            valid.clone(),
+            pipeline.lake_rows.to_string(),
+        ),
+        (
+            "distinct ids in Parquet",
+            valid,
+            pipeline.lake_distinct.to_string(),
+        ),
+        (
+            "digest of the ids in Parquet",
+            format!("{:032x}", produced.valid_ids_digest),
+            pipeline.lake_ids_digest.to_string(),
+        ),
+    ];
+    checks
+        .into_iter()
+        .filter(|(_, sent, got)| sent != got)
+        .map(|(what, sent, got)| format!("{what}: sent {sent}, pipeline {got}"))
+        .collect()
 }
 
 /// `YYYY-MM-DD` from a staging key `staging/year=YYYY/month=MM/day=DD/…`.

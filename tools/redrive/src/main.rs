@@ -44,12 +44,6 @@ fn parse_day(text: &str) -> Result<Date, String> {
     Date::parse(text).ok_or_else(|| format!("`{text}` is not a date YYYY-MM-DD"))
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pipeline::logging::init_with_default("warn");
@@ -66,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let redrive = Redrive {
         ingest: ingest::Ingest::from_config(&config).await,
         staging_retention_days: retention,
-        now: now_micros,
+        now: pipeline::time::now_micros,
     };
     let (report, problems) = match args.command {
         Command::GivenUp { prefix, again } => {
