@@ -155,6 +155,11 @@ impl Prefixes {
         format!("{}/{}/", self.staging, day_path(day))
     }
 
+    /// Everything quarantined for one arrival day: `{QUARANTINE_PREFIX}/year=YYYY/month=MM/day=DD/`.
+    pub fn quarantine_day_prefix(&self, day: Date) -> String {
+        format!("{}/{}/", self.quarantine, day_path(day))
+    }
+
     /// Where compaction puts the bad lines of one staging object: beside where ingest quarantines
     /// records of the same minute, named `compaction-{staging file name}` so the two never collide
     /// and a re-run overwrites its own.
@@ -453,6 +458,10 @@ mod tests {
         assert_eq!(
             p.staging_day_prefix(day),
             "staging/year=2024/month=04/day=11/"
+        );
+        assert_eq!(
+            p.quarantine_day_prefix(day),
+            "quarantine/year=2024/month=04/day=11/"
         );
         assert_eq!(
             p.processed_key(day.pred(), "lang_ru", day, 3),

@@ -229,12 +229,11 @@ impl Redrive {
         let prefixes = &self.ingest.prefixes;
         let mut day = from;
         while day <= to {
-            let day_prefix = prefixes.staging_day_prefix(day).replacen(
-                &prefixes.staging,
-                &prefixes.quarantine,
-                1,
-            );
-            for object in self.objects().list(&day_prefix).await? {
+            for object in self
+                .objects()
+                .list(&prefixes.quarantine_day_prefix(day))
+                .await?
+            {
                 let key = object.key;
                 let name = key.rsplit('/').next().unwrap_or_default();
                 // Compaction's own bad-line files hold staging lines, not quarantined records.
