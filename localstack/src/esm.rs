@@ -93,7 +93,8 @@ pub async fn deliver(
             let outcome = function
                 .invoke(&kinesis_event(&pending, &config.stream_arn))
                 .await;
-            let failure = match outcome {
+            // What went wrong, and whether it was an error (rather than reported failures).
+            let (failure, is_error) = match outcome {
                 Ok(Outcome::Response(response)) => match lowest_reported(&response, &pending) {
                     Reported::None => {
                         delivery.records_delivered += pending.len() as u64;
@@ -104,23 +105,23 @@ pub async fn deliver(
                         // Everything before the reported record is checkpointed.
                         delivery.records_delivered += index as u64;
                         pending.drain(..index);
-                        format!("batchItemFailures from {}", pending[0].sequence_number)
+                        let from = &pending[0].sequence_number;
+                        (format!("batchItemFailures from {from}"), false)
                     }
-                    Reported::Unknown(detail) => detail,
+                    Reported::Unknown(detail) => (detail, true),
                 },
-                Ok(Outcome::FunctionError(error)) => format!("function error: {error}"),
-                Err(error) => format!("invocation failed: {error:#}"),
+                Ok(Outcome::FunctionError(error)) => (format!("function error: {error}"), true),
+                Err(error) => (format!("invocation failed: {error:#}"), true),
             };
             retries += 1;
             if retries > config.max_retries {
-                give_up(&pending, &failure, retries, config).await?;
+                give_up(&pending, &failure, is_error, retries, config).await?;
                 delivery.records_given_up += pending.len() as u64;
                 pending.clear();
                 continue;
             }
             delivery.retries += 1;
             tracing::warn!(shard = pending[0].shard_id, retries, %failure, "retrying batch");
-            let is_error = !failure.starts_with("batchItemFailures");
             if is_error && config.bisect_on_error && pending.len() > 1 {
                 delivery.bisections += 1;
                 let second = pending.split_off(pending.len() / 2);
@@ -171,6 +172,7 @@ fn lowest_reported(response: &Value, batch: &[StreamRecord]) -> Reported {
 async fn give_up(
     records: &[StreamRecord],
     reason: &str,
+    is_error: bool,
     invocations: u32,
     config: &MappingConfig,
 ) -> anyhow::Result<()> {
@@ -188,10 +190,10 @@ async fn give_up(
         response_context: ResponseContext {
             status_code: 200,
             executed_version: "$LATEST".into(),
-            function_error: if reason.starts_with("batchItemFailures") {
-                String::new()
-            } else {
+            function_error: if is_error {
                 "Unhandled".into()
+            } else {
+                String::new()
             },
         },
         version: "1.0".into(),
@@ -566,6 +568,10 @@ mod tests {
         );
         assert_eq!(record.request_context.condition, "RetryAttemptsExhausted");
         assert_eq!(record.request_context.approximate_invoke_count, 3);
+        assert_eq!(
+            record.response_context.function_error, "Unhandled",
+            "it ended on a crash"
+        );
         let payload = KinesisBatch::parse(record.payload.unwrap().as_bytes()).unwrap();
         let event_ids: Vec<String> = payload
             .records

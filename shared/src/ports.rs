@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{operation} failed: {message}")]
@@ -67,6 +67,20 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Starts a multipart upload: the object appears only when the upload completes.
     async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
+}
+
+/// The whole object `key` (`size_hint`: its size when known, else 0).
+pub async fn read_all(
+    objects: &dyn ObjectStore,
+    key: &str,
+    size_hint: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let mut body = Vec::with_capacity(size_hint);
+    let mut stream = objects.get(key).await?;
+    while let Some(chunk) = stream.try_next().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// An object written in parts. Every part but the last must be at least [`MIN_PART_SIZE`] bytes.

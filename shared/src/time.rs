@@ -252,7 +252,6 @@ impl Instant {
     }
 }
 
-/// `2024-04-11T14:10:05.951235Z`: RFC 3339, UTC, `Z`, microseconds.
 /// The system clock in epoch microseconds (0 if it is before 1970).
 pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
@@ -260,6 +259,7 @@ pub fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// `2024-04-11T14:10:05.951235Z`: RFC 3339, UTC, `Z`, microseconds.
 pub fn write_rfc3339_micros(out: &mut String, micros: i64) {
     let t = Instant::of_micros(micros);
     let _ = write!(

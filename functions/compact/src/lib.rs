@@ -25,7 +25,7 @@ use std::sync::Arc;
 use arrow_schema::SchemaRef;
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -33,7 +33,9 @@ use pipeline::catalogue::Catalogue;
 use pipeline::config::{CompactConfig, DEFAULT_STAGING_RETENTION_DAYS};
 use pipeline::lake::{self, RowBuilder};
 use pipeline::layout::{self, Prefixes};
-use pipeline::ports::{publish_metrics, Metric, MetricsSink, ObjectInfo, ObjectStore, StoreError};
+use pipeline::ports::{
+    publish_metrics, read_all, Metric, MetricsSink, ObjectInfo, ObjectStore, StoreError,
+};
 use pipeline::position::{compare_sequence_numbers, RedeliveryFilter};
 use pipeline::time::{self, Date};
 use serde::Serialize;
@@ -495,12 +497,7 @@ async fn read_optional(
     if !exists {
         return Ok(None);
     }
-    let mut body = Vec::new();
-    let mut stream = objects.get(key).await?;
-    while let Some(chunk) = stream.try_next().await? {
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
+    Ok(Some(read_all(objects, key, 0).await?))
 }
 
 /// A staging object's shard and first sequence number from its name; a name of another shape
@@ -580,11 +577,7 @@ impl<'c> Run<'c> {
             .map(|info| {
                 let objects = objects.clone();
                 async move {
-                    let mut body = Vec::with_capacity(info.size as usize);
-                    let mut stream = objects.get(&info.key).await?;
-                    while let Some(chunk) = stream.try_next().await? {
-                        body.extend_from_slice(&chunk);
-                    }
+                    let body = read_all(objects.as_ref(), &info.key, info.size as usize).await?;
                     Ok::<_, StoreError>((info.key.as_str(), body))
                 }
             })

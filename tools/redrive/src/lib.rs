@@ -21,12 +21,11 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
 use ingest::{Deadline, Ingest, Summary};
 use pipeline::given_up::GivenUpBatch;
 use pipeline::lambda_payload::{Envelope, KinesisBatch};
 use pipeline::layout;
-use pipeline::ports::{publish_metrics, Metric, ObjectStore, StoreError};
+use pipeline::ports::{publish_metrics, read_all, Metric, ObjectStore, StoreError};
 use pipeline::time::{self, Date};
 use serde::Serialize;
 
@@ -150,7 +149,7 @@ impl Redrive {
                     problem,
                 });
             };
-            let body = read(self.objects(), &key).await?;
+            let body = read_all(self.objects(), &key, 0).await?;
             let batch = match GivenUpBatch::parse(&body) {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -241,7 +240,7 @@ impl Redrive {
                     continue;
                 }
                 report.objects += 1;
-                let body = read(self.objects(), &key).await?;
+                let body = read_all(self.objects(), &key, 0).await?;
                 let mut lines = Vec::new();
                 for raw in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     report.lines += 1;
@@ -318,15 +317,6 @@ fn arrival_days(batch: &KinesisBatch) -> BTreeSet<Date> {
             Envelope::Unreadable(u) => u.received_at.map(Date::of_micros),
         })
         .collect()
-}
-
-async fn read(objects: &dyn ObjectStore, key: &str) -> Result<Vec<u8>, StoreError> {
-    let mut body = Vec::new();
-    let mut stream = objects.get(key).await?;
-    while let Some(chunk) = stream.try_next().await? {
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 #[cfg(test)]
