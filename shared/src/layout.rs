@@ -213,12 +213,48 @@ pub fn part_file_name(arrival_day: Date, part: u32) -> String {
 
 /// True when `key`'s file name is one of `arrival_day`'s parts (`part-YYYYMMDD-NNNNN.parquet`).
 pub fn is_part_of_day(key: &str, arrival_day: Date) -> bool {
+    part_number(key, arrival_day).is_some()
+}
+
+/// `NNNNN` of one of `arrival_day`'s part files (the inverse of [`part_file_name`]).
+pub fn part_number(key: &str, arrival_day: Date) -> Option<u32> {
     let name = key.rsplit('/').next().unwrap_or(key);
-    let Some(rest) = name.strip_prefix(&format!("part-{}-", arrival_day.compact())) else {
-        return false;
+    let digits = name
+        .strip_prefix(&format!("part-{}-", arrival_day.compact()))?
+        .strip_suffix(".parquet")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// How many part numbers each of a day's two banks holds: `00000`–`49999` and `50000`–`99999`.
+pub const PART_BANK_SIZE: u32 = 50_000;
+
+/// The first part number a new compaction of a day uses: the bank its last complete run did not
+/// use, so no new file overwrites a file of the lake's current state before every new file is
+/// complete. `last_run` is what that run wrote (its manifest); without one, the bank no existing
+/// part file of the day is in (bank 0 when both or neither are).
+pub fn first_part_of_next_run(
+    arrival_day: Date,
+    last_run: Option<&[String]>,
+    existing: &[String],
+) -> u32 {
+    let bank = |keys: &[String]| -> [bool; 2] {
+        let mut used = [false; 2];
+        for n in keys.iter().filter_map(|k| part_number(k, arrival_day)) {
+            used[(n / PART_BANK_SIZE).min(1) as usize] = true;
+        }
+        used
     };
-    rest.strip_suffix(".parquet")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    let used = match last_run {
+        Some(files) if bank(files) != [false, false] => bank(files),
+        _ => bank(existing),
+    };
+    match used {
+        [true, false] => PART_BANK_SIZE,
+        _ => 0,
+    }
 }
 
 const REDRIVEN_MARK: &str = ".redriven-";
@@ -476,6 +512,44 @@ mod tests {
             day
         ));
         assert!(!is_part_of_day("x/language=a/part-20240411-.parquet", day));
+        assert_eq!(
+            part_number(&p.processed_key(day, "lang_en", day, 50_001), day),
+            Some(50_001)
+        );
+        assert_eq!(part_number("x/part-20240411-00003.parquet.tmp", day), None);
+    }
+
+    #[test]
+    fn a_run_writes_the_bank_the_lake_does_not_stand_on() {
+        let day = Date::parse("2024-04-11").unwrap();
+        let p = Prefixes::default();
+        let part = |n| p.processed_key(day, "lang_en", day, n);
+        let other_day = p.processed_key(day, "lang_en", day.pred(), 7);
+        // Nothing yet, or only another day's files: bank 0.
+        assert_eq!(first_part_of_next_run(day, None, &[]), 0);
+        assert_eq!(first_part_of_next_run(day, None, &[other_day.clone()]), 0);
+        // The last run wrote bank 0: the next writes bank 1, and back again.
+        assert_eq!(
+            first_part_of_next_run(day, Some(&[part(0), part(1)]), &[]),
+            PART_BANK_SIZE
+        );
+        assert_eq!(first_part_of_next_run(day, Some(&[part(50_000)]), &[]), 0);
+        // A crashed run left bank 1 files beside the manifest's bank 0: bank 1 again, never 0.
+        assert_eq!(
+            first_part_of_next_run(day, Some(&[part(0)]), &[part(0), part(50_000)]),
+            PART_BANK_SIZE
+        );
+        // No manifest (deleted by hand): the bank no file is in.
+        assert_eq!(
+            first_part_of_next_run(day, None, &[part(3)]),
+            PART_BANK_SIZE
+        );
+        assert_eq!(first_part_of_next_run(day, None, &[part(50_003)]), 0);
+        // A manifest that wrote nothing (an empty day) says nothing: the files decide.
+        assert_eq!(
+            first_part_of_next_run(day, Some(&[]), &[part(1)]),
+            PART_BANK_SIZE
+        );
     }
 
     #[test]

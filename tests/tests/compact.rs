@@ -295,14 +295,44 @@ async fn late_staging_data_is_included_when_the_day_is_compacted_again() {
     assert_each_event_once(&lake, 30).await;
 }
 
+/// Every object under `prefix`, with its length and a hash of its bytes.
+async fn snapshot(lake: &Lake, prefix: &str) -> BTreeMap<String, (usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut objects = BTreeMap::new();
+    for key in lake.keys(prefix).await {
+        let body = lake.object(&key).await;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
+        objects.insert(key, (body.len(), hasher.finish()));
+    }
+    objects
+}
+
 #[tokio::test]
-async fn a_crash_mid_compaction_followed_by_a_rerun_leaves_each_event_once() {
+async fn a_crash_mid_compaction_keeps_the_old_files_whole_and_a_rerun_leaves_each_event_once() {
     let lake = Lake::new("compact-crash").await;
-    // An earlier, complete run of the day.
+    // An earlier, complete run of the day: two partitions.
     stage(&lake, "shardId-000000000000", 0, &events(1..=10, "lang_en")).await;
+    stage(
+        &lake,
+        "shardId-000000000001",
+        1,
+        &events(31..=35, "lang_de"),
+    )
+    .await;
     let compact = lake.compact().await;
-    compact.run(day()).await.unwrap();
-    // Late data arrives; the next run dies after writing some of its files.
+    let first = compact.run(day()).await.unwrap();
+    let dir = "processed/year=2024/month=04/day=11";
+    assert_eq!(
+        first.files,
+        [
+            format!("{dir}/language=lang_de/part-20240411-00000.parquet"),
+            format!("{dir}/language=lang_en/part-20240411-00000.parquet"),
+        ]
+    );
+    let before = snapshot(&lake, "processed/").await;
+    // Late data arrives; the next run dies completing its third file. Partitions are finished in
+    // key order (lang_de, lang_en, lang_fr), so the crash point is the same every time.
     stage(
         &lake,
         "shardId-000000000000",
@@ -319,12 +349,53 @@ async fn a_crash_mid_compaction_followed_by_a_rerun_leaves_each_event_once() {
     .await;
     let mut crashing = lake.compact().await;
     crashing.objects = lake.sabotaged_store("language=lang_fr", false).await;
-    assert!(crashing.run(day()).await.is_err());
+    let error = crashing.run(day()).await.unwrap_err();
+    assert!(error.to_string().contains("language=lang_fr"), "{error}");
+
+    // After the crash: every old file and the manifest are byte for byte what they were; the two
+    // new files that completed sit beside them under names no old file has; nothing else.
+    let after = snapshot(&lake, "processed/").await;
+    for (key, body) in &before {
+        assert_eq!(
+            after.get(key),
+            Some(body),
+            "{key} changed before the run completed"
+        );
+    }
+    let new: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(
+        new,
+        [
+            &format!("{dir}/language=lang_de/part-20240411-50000.parquet"),
+            &format!("{dir}/language=lang_en/part-20240411-50000.parquet"),
+        ]
+    );
+
     // Re-run: the result is the same as if nothing had happened.
     let report = compact.run(day()).await.unwrap();
-    assert_eq!(report.rows_written, 30);
+    assert_eq!(report.rows_written, 35);
+    assert_eq!(
+        report.files,
+        [
+            format!("{dir}/language=lang_de/part-20240411-50000.parquet"),
+            format!("{dir}/language=lang_en/part-20240411-50000.parquet"),
+            format!("{dir}/language=lang_fr/part-20240411-50000.parquet"),
+        ]
+    );
     assert_eq!(lake.keys("processed/year=").await, report.files);
-    assert_each_event_once(&lake, 30).await;
+    assert_each_event_once(&lake, 35).await;
+    // And the run after that writes the other bank, leaving the same lake.
+    let again = compact.run(day()).await.unwrap();
+    assert_eq!(
+        again.files,
+        report
+            .files
+            .iter()
+            .map(|k| k.replace("-50000.", "-00000."))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(lake.keys("processed/year=").await, again.files);
+    assert_each_event_once(&lake, 35).await;
 }
 
 #[tokio::test]

@@ -8,9 +8,11 @@
 //!   upload, so neither the day nor a file is ever held whole. Row groups close at
 //!   [`Settings::row_group_bytes`]; when the writers together hold more than
 //!   [`Settings::memory_budget`], the largest closes its row group early.
-//! - Output names are deterministic (`part-{day}-{NNNNN}` per partition) and only after every new
-//!   file is complete are the day's other `part-{day}-*` files deleted: a re-run, or a re-run after a
-//!   crash, leaves exactly one copy of each event.
+//! - Output names are deterministic (`part-{day}-{NNNNN}` per partition). A run numbers its files
+//!   in the bank (`00000`–`49999` or `50000`–`99999`) the day's current files are not in, so it
+//!   overwrites none of them, and only after every new file is complete are the day's other
+//!   `part-{day}-*` files deleted: a crash leaves the old files whole, and a re-run, or a re-run
+//!   after a crash, leaves exactly one copy of each event.
 //! - Each run records what it consumed in a manifest. A later run refuses to rebuild a day whose
 //!   consumed staging has partly gone (the lake never shrinks) unless forced, and the scheduled run
 //!   compacts again every earlier day, within staging retention, whose staging changed since: late
@@ -385,7 +387,14 @@ impl Compact {
             refuse_to_shrink(self, day, &staging, manifest, &earlier_parts)?;
         }
 
-        let mut run = Run::new(self, day);
+        // New files go to the bank of part numbers the lake's current files are not in: until every
+        // new file is complete, the old ones stay whole and nothing overwrites them.
+        let first_part = layout::first_part_of_next_run(
+            day,
+            manifest.map(|m| m.files.as_slice()),
+            &earlier_parts,
+        );
+        let mut run = Run::new(self, day, first_part);
         let result = run.compact(&staging).await;
         let files = match result {
             Ok(()) => run.finish().await,
@@ -525,6 +534,8 @@ impl Partition {
 struct Run<'c> {
     compact: &'c Compact,
     day: Date,
+    /// Where this run's part numbers start: [`layout::first_part_of_next_run`].
+    first_part: u32,
     properties: WriterProperties,
     partitions: HashMap<(Date, String), Partition>,
     redeliveries: RedeliveryFilter,
@@ -540,7 +551,7 @@ struct Run<'c> {
 }
 
 impl<'c> Run<'c> {
-    fn new(compact: &'c Compact, day: Date) -> Run<'c> {
+    fn new(compact: &'c Compact, day: Date, first_part: u32) -> Run<'c> {
         let settings = &compact.settings;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
@@ -556,6 +567,7 @@ impl<'c> Run<'c> {
         Run {
             compact,
             day,
+            first_part,
             properties,
             partitions: HashMap::new(),
             redeliveries: RedeliveryFilter::default(),
@@ -632,7 +644,7 @@ impl<'c> Run<'c> {
                     language: language.clone(),
                     rows: RowBuilder::new(&compact.catalogue, compact.schema.clone()),
                     file: None,
-                    next_part: 0,
+                    next_part: self.first_part,
                 });
             partition.rows.append(&compact.catalogue, &line, raw.len());
             self.rows_written += 1;
@@ -679,6 +691,17 @@ impl<'c> Run<'c> {
         self.buffered_bytes -= partition.buffered_bytes();
         let batch = partition.rows.finish();
         if partition.file.is_none() {
+            if partition.next_part >= self.first_part + layout::PART_BANK_SIZE {
+                return Err(CompactError::Refused {
+                    day: self.day,
+                    why: format!(
+                        "partition language={} of {} needs more than {} files; raise the file size",
+                        partition.language,
+                        partition.event_day,
+                        layout::PART_BANK_SIZE
+                    ),
+                });
+            }
             let object_key = compact.prefixes.processed_key(
                 partition.event_day,
                 &partition.language,
@@ -751,7 +774,9 @@ impl<'c> Run<'c> {
 
     /// Writes what is still gathered and completes every file; returns every file written.
     async fn finish(&mut self) -> Result<Vec<String>, CompactError> {
-        let keys: Vec<(Date, String)> = self.partitions.keys().cloned().collect();
+        // In key order, so what a crash part-way leaves does not depend on hashing.
+        let mut keys: Vec<(Date, String)> = self.partitions.keys().cloned().collect();
+        keys.sort();
         for key in keys {
             if self.partitions[&key].rows.rows() > 0 {
                 self.encode(&key).await?;
