@@ -714,6 +714,103 @@ mod tests {
         assert_eq!(delivery.rereads, 1);
     }
 
+    /// On a client's first GetRecords, once the (empty) response is back but before the mapping
+    /// sees it: puts `records` on the stream with another client and says the producer is done.
+    /// This is the race of a read issued before the producer finished and answered after.
+    #[derive(Debug)]
+    struct ProducerFinishesDuringARead {
+        producer: aws_sdk_kinesis::Client,
+        records: usize,
+        done: tokio::sync::watch::Sender<bool>,
+        get_records_in_flight: std::sync::atomic::AtomicBool,
+        /// What it put, once it has.
+        put: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    }
+
+    impl aws_sdk_kinesis::config::Intercept for ProducerFinishesDuringARead {
+        fn name(&self) -> &'static str {
+            "ProducerFinishesDuringARead"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &aws_sdk_kinesis::config::interceptors::BeforeTransmitInterceptorContextRef<
+                '_,
+            >,
+            _: &aws_sdk_kinesis::config::RuntimeComponents,
+            _: &mut aws_sdk_kinesis::config::ConfigBag,
+        ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+            let target = context.request().headers().get("x-amz-target");
+            self.get_records_in_flight.store(
+                target.is_some_and(|t| t.ends_with(".GetRecords")),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            Ok(())
+        }
+
+        fn read_before_deserialization(
+            &self,
+            _: &aws_sdk_kinesis::config::interceptors::BeforeDeserializationInterceptorContextRef<
+                '_,
+            >,
+            _: &aws_sdk_kinesis::config::RuntimeComponents,
+            _: &mut aws_sdk_kinesis::config::ConfigBag,
+        ) -> Result<(), aws_sdk_kinesis::error::BoxError> {
+            let mut put = self.put.lock().unwrap();
+            if put.is_none()
+                && self
+                    .get_records_in_flight
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                let producer = self.producer.clone();
+                let records = self.records;
+                let sequence_numbers = tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(put_records(&producer, records))
+                });
+                *put = Some(sequence_numbers);
+                self.done.send_replace(true);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_put_while_a_read_is_answered_empty_are_delivered_before_the_shard_ends() {
+        let dir = temp_dir("drain-race");
+        let cfg = config(&dir, 3);
+        let (_kinesis, producer, _) = stream_with(Duration::from_secs(300), 0).await;
+        let (done, producer_done) = tokio::sync::watch::channel(false);
+        let put = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let race = ProducerFinishesDuringARead {
+            producer: producer.clone(),
+            records: 7,
+            done,
+            get_records_in_flight: Default::default(),
+            put: put.clone(),
+        };
+        let reader = aws_sdk_kinesis::Client::from_conf(
+            producer.config().to_builder().interceptor(race).build(),
+        );
+        let mut function = Collect {
+            sequence_numbers: vec![],
+            first_delay: Duration::ZERO,
+        };
+        let delivery = run_shard(
+            &reader,
+            "test",
+            "shardId-000000000000",
+            &mut function,
+            &cfg,
+            producer_done,
+        )
+        .await
+        .unwrap();
+        let put = put.lock().unwrap().clone().expect("the race was run");
+        assert_eq!(put.len(), 7);
+        assert_eq!(function.sequence_numbers, put);
+        assert_eq!(delivery.records_delivered, 7);
+    }
+
     #[test]
     fn checkpoints_are_kept_per_stream_and_shard() {
         let dir = temp_dir("checkpoints");
