@@ -393,9 +393,12 @@ pub async fn run_shard(
                 data: r.data().as_ref().to_vec(),
             }
         }));
+        // As Lambda does: invoke when the batch is full or the batching window is over (being
+        // caught up with the shard is no reason), and at the end of the shard or of the run.
         let window_over = gathering_since.elapsed() >= config.batching_window;
+        let drained = caught_up && producer_was_done;
         while buffer.len() >= config.batch_size
-            || (!buffer.is_empty() && (caught_up || window_over || iterator.is_none()))
+            || (!buffer.is_empty() && (window_over || drained || iterator.is_none()))
         {
             let take = buffer.len().min(config.batch_size);
             let batch: Vec<StreamRecord> = buffer.drain(..take).collect();
@@ -405,7 +408,7 @@ pub async fn run_shard(
             gathering_since = Instant::now();
         }
         if caught_up {
-            if producer_was_done {
+            if drained {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -809,6 +812,52 @@ mod tests {
         assert_eq!(put.len(), 7);
         assert_eq!(function.sequence_numbers, put);
         assert_eq!(delivery.records_delivered, 7);
+    }
+
+    /// Remembers the size of every batch it is given.
+    #[derive(Default)]
+    struct BatchSizes(Vec<usize>);
+
+    #[async_trait]
+    impl Function for BatchSizes {
+        async fn invoke(&mut self, payload: &Value) -> anyhow::Result<Outcome> {
+            self.0.push(payload["Records"].as_array().unwrap().len());
+            Ok(Outcome::Response(json!({"batchItemFailures": []})))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_are_gathered_for_the_batching_window_before_an_invocation() {
+        let dir = temp_dir("batching-window");
+        let mut cfg = config(&dir, 3);
+        cfg.batching_window = Duration::from_secs(1);
+        let (_kinesis, client, _) = stream_with(Duration::from_secs(300), 0).await;
+        let (done, producer_done) = tokio::sync::watch::channel(false);
+        // A slow producer: two puts well inside one window, a third well after it ends.
+        let producer = client.clone();
+        let puts = tokio::spawn(async move {
+            put_records(&producer, 3).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            put_records(&producer, 3).await;
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            put_records(&producer, 2).await;
+            done.send_replace(true);
+        });
+        let mut function = BatchSizes::default();
+        let delivery = run_shard(
+            &client,
+            "test",
+            "shardId-000000000000",
+            &mut function,
+            &cfg,
+            producer_done,
+        )
+        .await
+        .unwrap();
+        puts.await.unwrap();
+        // Caught up with the stream is no reason to invoke: the window is.
+        assert_eq!(function.0, [6, 2]);
+        assert_eq!(delivery.records_delivered, 8);
     }
 
     #[test]
