@@ -422,6 +422,93 @@ mod tests {
     use super::*;
     use pipeline::validate::validate;
 
+    #[tokio::test]
+    async fn put_all_sends_again_only_the_entries_kinesis_failed() {
+        use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
+        use aws_sdk_kinesis::types::PutRecordsResultEntry;
+        use aws_smithy_mocks::{mock, mock_client, RuleMode};
+        use std::sync::{Arc, Mutex};
+
+        // Every request's entries, as (partition key, data).
+        let sent: Arc<Mutex<Vec<Vec<(String, Vec<u8>)>>>> = Arc::default();
+        let record = |sent: &Arc<Mutex<Vec<_>>>| {
+            let sent = sent.clone();
+            move |input: &aws_sdk_kinesis::operation::put_records::PutRecordsInput| {
+                let entries = input
+                    .records()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.partition_key().unwrap_or_default().to_string(),
+                            e.data().as_ref().to_vec(),
+                        )
+                    })
+                    .collect();
+                sent.lock().unwrap().push(entries);
+                true
+            }
+        };
+        let result = |failed: bool| {
+            let entry = PutRecordsResultEntry::builder();
+            if failed {
+                entry
+                    .error_code("ProvisionedThroughputExceededException")
+                    .error_message("Rate exceeded for shard shardId-000000000000")
+            } else {
+                entry.shard_id("shardId-000000000000").sequence_number("1")
+            }
+            .build()
+        };
+        // Of five entries the shard takes the 1st, 3rd and 5th; then the 4th; then the 2nd.
+        let answers = [
+            vec![false, true, false, true, false],
+            vec![true, false],
+            vec![false],
+        ];
+        let rules: Vec<_> = answers
+            .into_iter()
+            .map(|failures| {
+                let failed = failures.iter().filter(|f| **f).count() as i32;
+                mock!(aws_sdk_kinesis::Client::put_records)
+                    .match_requests(record(&sent))
+                    .then_output(move || {
+                        PutRecordsOutput::builder()
+                            .failed_record_count(failed)
+                            .set_records(Some(failures.iter().map(|f| result(*f)).collect()))
+                            .build()
+                            .unwrap()
+                    })
+            })
+            .collect();
+        let kinesis = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, &rules);
+
+        let entries: Vec<(String, Vec<u8>)> = (1..=5)
+            .map(|n| (format!("key-{n}"), format!("record {n}").into_bytes()))
+            .collect();
+        let mut produced = Produced::default();
+        put_all(&kinesis, "events", entries.clone(), &mut produced)
+            .await
+            .unwrap();
+
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            [
+                entries.clone(),
+                vec![entries[1].clone(), entries[3].clone()],
+                vec![entries[1].clone()],
+            ]
+        );
+        assert_eq!(
+            (
+                produced.kinesis_records,
+                produced.put_records_calls,
+                produced.entries_resent
+            ),
+            (5, 3, 3)
+        );
+    }
+
     #[test]
     fn the_ids_digest_is_what_the_lake_check_computes_in_python() {
         // int(hashlib.md5(id.encode()).hexdigest(), 16), and the XOR of two.
