@@ -118,6 +118,10 @@ async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
         ]
     );
     assert_eq!(lake.keys("processed/year=").await, files);
+    let mut parquet_bytes = 0;
+    for file in &files {
+        parquet_bytes += lake.object(file).await.len();
+    }
     assert_eq!(
         lake.keys("processed/_manifests/").await,
         ["processed/_manifests/arrival_day=2024-04-11.json"],
@@ -199,8 +203,15 @@ async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
     else {
         panic!("scheduled run failed: {}", compact.stderr_text())
     };
-    assert_eq!(again, report);
-    assert_eq!(lake.keys("processed/year=").await, files);
+    // The same files, in the other bank of part numbers (the run overwrote none of the first's).
+    let mut expected = report.clone();
+    let other_bank: Vec<String> = files
+        .iter()
+        .map(|f| f.replace("-00000.parquet", "-50000.parquet"))
+        .collect();
+    expected["files"] = json!(other_bank);
+    assert_eq!(again, expected);
+    assert_eq!(lake.keys("processed/year=").await, other_bank);
     assert_eq!(
         lake.keys("processed/_manifests/").await,
         ["processed/_manifests/arrival_day=2024-04-11.json"],
@@ -219,7 +230,16 @@ async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
     assert_eq!(emf[0]["EventsCompacted"], 12.0);
     assert_eq!(emf[0]["DuplicatesRemoved"], 4.0);
     assert_eq!(emf[0]["ParquetFilesWritten"], 6.0);
-    assert!(emf[0]["ParquetBytesWritten"].as_f64().unwrap() > 0.0);
+    assert_eq!(emf[0]["ParquetBytesWritten"], parquet_bytes as f64);
+    // The re-run's metrics are the same: it wrote the same files under other names.
+    for name in [
+        "EventsCompacted",
+        "DuplicatesRemoved",
+        "ParquetFilesWritten",
+        "ParquetBytesWritten",
+    ] {
+        assert_eq!(emf[1][name], emf[0][name], "{name}");
+    }
 }
 
 #[tokio::test]
@@ -435,12 +455,19 @@ async fn big_files_go_up_as_s3_multipart_uploads() {
         .send()
         .await
         .unwrap();
+    // A multipart ETag ends in its number of parts: every part but the last is exactly the part
+    // size.
+    let parts = report
+        .parquet_bytes
+        .div_ceil(pipeline::ports::MIN_PART_SIZE as u64);
     assert!(
-        head.e_tag().unwrap().contains('-'),
-        "a multipart ETag: {:?}",
+        head.e_tag().unwrap().ends_with(&format!("-{parts}\"")),
+        "a {}-byte file in {parts} parts: {:?}",
+        report.parquet_bytes,
         head.e_tag()
     );
     let view = lake.inspect_processed().await;
     assert_eq!(view["files"][0]["rows"], EVENTS);
-    assert!(view["files"][0]["row_groups"].as_u64().unwrap() >= 7);
+    // 150,000 rows in row groups of at most 20,000: eight.
+    assert_eq!(view["files"][0]["row_groups"], 8);
 }

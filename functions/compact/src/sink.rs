@@ -1,4 +1,4 @@
-//! A Parquet file written straight to the object store: parts of at least `part_size` bytes go up as
+//! A Parquet file written straight to the object store: parts of exactly `part_size` bytes go up as
 //! a multipart upload while the file is still being encoded; a file smaller than one part is a
 //! single PUT.
 
@@ -54,8 +54,10 @@ impl ObjectFile {
         }
     }
 
-    async fn send_part(&mut self) -> Result<(), StoreError> {
-        let part = Bytes::from(std::mem::take(&mut self.buffer));
+    /// Sends the first `len` buffered bytes as the next part.
+    async fn send_part(&mut self, len: usize) -> Result<(), StoreError> {
+        let rest = self.buffer.split_off(len);
+        let part = Bytes::from(std::mem::replace(&mut self.buffer, rest));
         let upload = match &mut self.upload {
             Some(upload) => upload,
             None => self
@@ -71,8 +73,10 @@ impl AsyncFileWriter for ObjectFile {
         async move {
             self.bytes += bs.len() as u64;
             self.buffer.extend_from_slice(&bs);
-            if self.buffer.len() >= self.part_size {
-                self.send_part().await.map_err(external)?;
+            // Parts of exactly `part_size` (the last one smaller): a file of n bytes is
+            // ceil(n / part_size) parts, each within S3's bounds.
+            while self.buffer.len() >= self.part_size {
+                self.send_part(self.part_size).await.map_err(external)?;
             }
             Ok(())
         }
@@ -86,7 +90,7 @@ impl AsyncFileWriter for ObjectFile {
                 return self.store.put(&self.key, body).await.map_err(external);
             }
             if !self.buffer.is_empty() {
-                self.send_part().await.map_err(external)?;
+                self.send_part(self.buffer.len()).await.map_err(external)?;
             }
             let upload = self.upload.take().expect("checked above");
             upload.complete().await.map_err(external)
