@@ -677,3 +677,111 @@ async fn with_metrics_sink_cloudwatch_the_binary_puts_metric_data() {
     assert_eq!(sums["DuplicatesDropped"], 1.0);
     assert_eq!(sums["RecordsQuarantined"], 1.0);
 }
+
+/// Aggregates made by AWS Labs' aggregation library (tests/python/kpl_reference.py) go through
+/// the built binary: every user record is staged once, in order, with its index as sub-sequence
+/// number, and claimed as `eventID#index`.
+#[tokio::test]
+async fn aggregates_made_by_the_aws_labs_library_are_unpacked_by_the_built_binary() {
+    let lake = Lake::new("kpl-reference").await;
+    let events: Vec<Value> = (1..=4000)
+        .map(|n| serde_json::from_slice(&event_json(n)).unwrap())
+        .collect();
+    let input = std::env::temp_dir().join(format!("{}-events.json", lake.bucket));
+    std::fs::write(&input, serde_json::to_vec(&events).unwrap()).unwrap();
+    let python = std::env::var("PIPELINE_PYTHON")
+        .expect("PIPELINE_PYTHON is not set: run the tests with `make test`");
+    let output = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/kpl_reference.py"
+        ))
+        .arg(&input)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&input);
+    assert!(
+        output.status.success(),
+        "kpl_reference.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reference: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let aggregates = reference["aggregates"].as_array().unwrap();
+
+    let mut records = Vec::new();
+    let mut expected = Vec::new(); // (event_uuid, sequence number, sub-sequence number)
+    for (i, aggregate) in aggregates.iter().enumerate() {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(aggregate["data_base64"].as_str().unwrap())
+            .unwrap();
+        let sequence = 700 + i as u64;
+        // Our decoder reads the library's key tables as the library wrote them.
+        let users = kpl::deaggregate(&blob).unwrap();
+        let keys: Vec<&str> = users.iter().map(|u| u.partition_key).collect();
+        let reference_keys: Vec<&str> = aggregate["user_records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["partition_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, reference_keys, "{}", aggregate["name"]);
+        for (index, user) in aggregate["user_records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            expected.push((
+                user["event_uuid"].as_str().unwrap().to_string(),
+                sequence,
+                index,
+            ));
+        }
+        let mut kinesis_record = record(0, sequence, ARRIVAL_MS, blob);
+        kinesis_record.partition_key = aggregate["partition_key"].as_str().unwrap().to_string();
+        records.push(kinesis_record);
+    }
+    let largest = &aggregates[2];
+    let largest_bytes = largest["data_base64"].as_str().unwrap().len() / 4 * 3;
+    assert!(
+        largest_bytes > 1_000_000,
+        "the largest aggregate is {largest_bytes} bytes"
+    );
+    assert_eq!(aggregates[1]["explicit_hash_key"], "0");
+
+    let mut ingest = LambdaProcess::spawn(&binary("ingest"), "ingest", &lake.env())
+        .await
+        .unwrap();
+    let (payload, _) = kinesis_payload(&records);
+    let outcome = ingest
+        .invoke(&payload, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Response(json!({"batchItemFailures": []})));
+
+    assert_eq!(lake.keys("quarantine/").await, Vec::<String>::new());
+    let staged = lake
+        .lines(&format!("staging/{MINUTE}/shardId-000000000000-700.ndjson"))
+        .await;
+    let got: Vec<(String, u64, usize)> = staged
+        .iter()
+        .map(|l| {
+            (
+                l["event_uuid"].as_str().unwrap().to_string(),
+                l["source"]["sequence_number"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+                l["source"]["sub_sequence_number"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(lake.keys("staging/").await.len(), 1);
+    let (last_id, last_sequence, last_index) = expected.last().unwrap();
+    assert_eq!(
+        lake.owner(last_id).await.unwrap(),
+        format!("shardId-000000000000:{last_sequence}#{last_index}")
+    );
+}
