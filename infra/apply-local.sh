@@ -26,6 +26,13 @@ vars=(-var account_id=123456789012 -var region=us-east-1 -var "local_endpoint=$A
 terraform apply -auto-approve -input=false -no-color -state="$work/state" -parallelism=8 "${vars[@]}" >"$work/apply.log" 2>&1 \
   || { cat "$work/apply.log"; exit 1; }
 grep -E "^Apply complete" "$work/apply.log"
+# The README states how many resources this creates: that number is this count, not a typed one.
+created=$(terraform state list -state="$work/state" | grep -cv '^data\.')
+stated=$(grep -oE 'creates all [0-9]+ resources' ../README.md | grep -oE '[0-9]+')
+if [ "$created" != "$stated" ]; then
+  echo "infra apply: $created resources created, but README.md says it creates all ${stated:-?}" >&2
+  exit 1
+fi
 terraform output -json -state="$work/state" >"$work/outputs.json"
 
 "$python" - "$work/outputs.json" <<'PY'

@@ -76,6 +76,8 @@ pub struct Delivery {
     pub records_given_up: u64,
     /// Reads started again from the last record read, after an expired iterator or a failed read.
     pub rereads: u64,
+    /// Time spent inside the function's invocations.
+    pub invocation_time: Duration,
 }
 
 /// Hands `batch` to `function` until every record is settled or given up.
@@ -90,9 +92,11 @@ pub async fn deliver(
     while let Some((mut pending, mut retries)) = work.pop() {
         while !pending.is_empty() {
             delivery.invocations += 1;
+            let started = Instant::now();
             let outcome = function
                 .invoke(&kinesis_event(&pending, &config.stream_arn))
                 .await;
+            delivery.invocation_time += started.elapsed();
             // What went wrong, and whether it was an error (rather than reported failures).
             let (failure, is_error) = match outcome {
                 Ok(Outcome::Response(response)) => match lowest_reported(&response, &pending) {
@@ -504,6 +508,7 @@ mod tests {
                 records_delivered: 10,
                 invocations: 2,
                 retries: 1,
+                invocation_time: delivery.invocation_time,
                 ..Delivery::default()
             }
         );
