@@ -57,7 +57,7 @@ $(VENV)/.build-tools: requirements-build.txt $(VENV)/.installed
 
 build: build-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip -p ingest -p compact
-	@ls -l target/lambda/*/bootstrap.zip
+	@ls -l $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap.zip
 
 deploy: build
 	terraform -chdir=infra init -input=false
@@ -99,6 +99,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	python3 scripts/check-rust-version.py
+	python3 scripts/readme-demo.py --check
+	python3 bench/render.py --check
+	@python3 scripts/figures-age.py
 
 fmt:
 	cargo fmt --all

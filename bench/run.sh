@@ -14,6 +14,14 @@ mkdir -p "$work"
 echo "bench: building release binaries; working in $work" >&2
 cargo build --release --quiet -p bench -p ingest -p compact
 bin="$target/release"
+# The commit measured (BENCHMARKS.md names it), and whether the tree had uncommitted changes.
+commit=$(git rev-parse --short=12 HEAD)
+dirty=$([ -n "$(git status --porcelain --untracked-files=no -- . ':!bench/results.json' ':!BENCHMARKS.md')" ] && echo true || echo false)
+# The arm64 Lambda zips, as `make build` makes them (BENCH_ARM64=0 leaves them out, and says so).
+if [ "${BENCH_ARM64:-1}" != 0 ]; then
+  echo "bench: cargo lambda build --release --arm64 (make build)" >&2
+  make --no-print-directory build VENV="$venv" >&2
+fi
 
 # Runs a command under GNU time; stores its stdout JSON plus wall seconds and peak RSS (KiB).
 measure() {
@@ -53,9 +61,9 @@ echo "bench: cold start and sizes" >&2
 "$bin/bench" cold-start --binary "$bin/ingest" >"$work/cold-ingest.json"
 "$bin/bench" cold-start --binary "$bin/compact" >"$work/cold-compact.json"
 
-"$py" - "$work" "$bin" >"$root/bench/results.json" <<'PY'
-import json, os, platform, subprocess, sys, zipfile
-work, bin_dir = sys.argv[1], sys.argv[2]
+"$py" - "$work" "$bin" "$commit" "$dirty" "$target" "${BENCH_ARM64:-1}" >"$root/bench/results.json" <<'PY'
+import datetime, json, os, platform, subprocess, sys, zipfile
+work, bin_dir, commit, dirty, target, arm64 = sys.argv[1:7]
 load = lambda name: json.load(open(os.path.join(work, name + ".json")))
 sizes = {}
 for name in ("ingest", "compact"):
@@ -67,7 +75,14 @@ for name in ("ingest", "compact"):
 ingest, python = load("ingest"), load("python")
 c1, c10, duck, arrow = load("compact-1x"), load("compact-10x"), load("duckdb-1x"), load("pyarrow-1x")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+arm64_zips = {}
+if arm64 != "0":
+    for name in ("ingest", "compact"):
+        arm64_zips[name] = os.path.getsize(os.path.join(target, "lambda", name, "bootstrap.zip"))
 results = {
+    "measured": {"commit": commit, "dirty": dirty == "true",
+                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")},
+    "arm64_zips": arm64_zips,
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                 "os": platform.platform(), "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()},
     "ingest_cpu": {"ours": ingest, "python_handler": python,
