@@ -430,7 +430,8 @@ mod tests {
         use std::sync::{Arc, Mutex};
 
         // Every request's entries, as (partition key, data).
-        let sent: Arc<Mutex<Vec<Vec<(String, Vec<u8>)>>>> = Arc::default();
+        type Entries = Vec<(String, Vec<u8>)>;
+        let sent: Arc<Mutex<Vec<Entries>>> = Arc::default();
         let record = |sent: &Arc<Mutex<Vec<_>>>| {
             let sent = sent.clone();
             move |input: &aws_sdk_kinesis::operation::put_records::PutRecordsInput| {
