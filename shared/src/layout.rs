@@ -527,7 +527,7 @@ mod tests {
         let other_day = p.processed_key(day, "lang_en", day.pred(), 7);
         // Nothing yet, or only another day's files: bank 0.
         assert_eq!(first_part_of_next_run(day, None, &[]), 0);
-        assert_eq!(first_part_of_next_run(day, None, &[other_day.clone()]), 0);
+        assert_eq!(first_part_of_next_run(day, None, &[other_day]), 0);
         // The last run wrote bank 0: the next writes bank 1, and back again.
         assert_eq!(
             first_part_of_next_run(day, Some(&[part(0), part(1)]), &[]),
