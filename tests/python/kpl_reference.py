@@ -12,14 +12,10 @@ import aws_kinesis_agg
 from aws_kinesis_agg.aggregator import AggRecord, RecordAggregator
 
 
-def aggregate(name, entries):
-    """One aggregate of `entries` (partition key, explicit hash key or None, event), all of which
-    must fit: the library says so."""
-    record = AggRecord()
-    for key, hash_key, event in entries:
-        data = json.dumps(event, separators=(",", ":")).encode()
-        assert record.add_user_record(key, data, hash_key), f"{name}: user record did not fit"
+def described(name, record, user_records):
+    """The JSON of one finished aggregate and the user records it holds, in order."""
     partition_key, explicit_hash_key, data = record.get_contents()
+    assert len(data) + len(partition_key.encode()) <= aws_kinesis_agg.MAX_BYTES_PER_RECORD
     return {
         "name": name,
         "partition_key": partition_key,
@@ -27,9 +23,22 @@ def aggregate(name, entries):
         "data_base64": base64.b64encode(data).decode(),
         "user_records": [
             {"partition_key": key, "explicit_hash_key": hash_key, "event_uuid": event["event_uuid"]}
-            for key, hash_key, event in entries
+            for key, hash_key, event in user_records
         ],
     }
+
+
+def encoded(event):
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def aggregate(name, entries):
+    """One aggregate of `entries` (partition key, explicit hash key or None, event), all of which
+    must fit: the library says so."""
+    record = AggRecord()
+    for key, hash_key, event in entries:
+        assert record.add_user_record(key, encoded(event), hash_key), f"{name}: user record did not fit"
+    return described(name, record, entries)
 
 
 def largest(name, events):
@@ -38,22 +47,11 @@ def largest(name, events):
     aggregator = RecordAggregator()
     used = []
     for n, event in enumerate(events):
-        data = json.dumps(event, separators=(",", ":")).encode()
-        full = aggregator.add_user_record(f"big-{n % 7}", data)
+        entry = (f"big-{n % 7}", None, event)
+        full = aggregator.add_user_record(entry[0], encoded(event))
         if full is not None:
-            partition_key, explicit_hash_key, blob = full.get_contents()
-            assert len(blob) + len(partition_key.encode()) <= aws_kinesis_agg.MAX_BYTES_PER_RECORD
-            return {
-                "name": name,
-                "partition_key": partition_key,
-                "explicit_hash_key": explicit_hash_key,
-                "data_base64": base64.b64encode(blob).decode(),
-                "user_records": [
-                    {"partition_key": f"big-{i % 7}", "explicit_hash_key": None, "event_uuid": e["event_uuid"]}
-                    for i, e in enumerate(used)
-                ],
-            }
-        used.append(event)
+            return described(name, full, used)
+        used.append(entry)
     raise SystemExit(f"{name}: {len(events)} events never filled an aggregate")
 
 
