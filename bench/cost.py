@@ -46,19 +46,21 @@ def table(counts: dict) -> dict:
     requests = ingest["invocations"] * scale
     ingest_gb_s = ingest["invocation_seconds"] * scale * ingest_gb
     compact_gb_s = compact["seconds"] * scale * compact_gb
+    gb_second = f"${PRICES['lambda_gb_second_arm']:.7f} / GB-s"
     rows = [
         ("DynamoDB conditional `PutItem` (dedup claims, < 1 KB: 1 WRU, on-demand)", claims,
          f"events written + duplicates dropped, from the functions' metrics (DynamoDB: {emulators['dynamodb']})",
-         "$0.625 / M", claims * PRICES["dynamodb_wru"]),
+         f"${PRICES['dynamodb_wru'] * 1e6:.3f} / M", claims * PRICES["dynamodb_wru"]),
         ("S3 `PutObject` (staging + quarantine objects)", puts,
-         "objects listed in the bucket after the run", "$0.005 / 1,000", puts * PRICES["s3_put"]),
+         "objects listed in the bucket after the run", f"${PRICES['s3_put'] * 1000:.3f} / 1,000",
+         puts * PRICES["s3_put"]),
         ("Lambda `ingest` requests", requests, "invocations by the local event source mapping",
-         "$0.20 / M", requests * PRICES["lambda_request"]),
+         f"${PRICES['lambda_request'] * 1e6:.2f} / M", requests * PRICES["lambda_request"]),
         (f"Lambda `ingest` duration ({ingest_gb * 1024:.0f} MB)", ingest_gb_s,
          "GB-s: the invocations' wall time in the run (debug build, emulators: an over-estimate)",
-         "$0.0000133 / GB-s", ingest_gb_s * PRICES["lambda_gb_second_arm"]),
+         gb_second, ingest_gb_s * PRICES["lambda_gb_second_arm"]),
         (f"Lambda `compact` duration ({compact_gb * 1024:.0f} MB)", compact_gb_s,
-         "GB-s: the compaction's wall time in the run (debug build)", "$0.0000133 / GB-s",
+         "GB-s: the compaction's wall time in the run (debug build)", gb_second,
          compact_gb_s * PRICES["lambda_gb_second_arm"]),
     ]
     total = sum(r[4] for r in rows)
@@ -101,7 +103,8 @@ def markdown(counts: dict) -> list:
         f"| **this pipeline** | | | | **${t['total']:.2f}** |",
         f"| **this pipeline without dedup** (DynamoDB removed) | | | | **${t['without_dedup']:.3f}** |",
         f"| Firehose Direct PUT with Parquet conversion, same records ({t['record_bytes']:,.0f} B on average, billed in 5 KB steps) "
-        f"| {t['firehose_billed_gb']:.2f} GB billed | producer bytes of the run | $0.029 + $0.018 / GB | **${t['firehose']:.2f}**, no dedup |",
+        f"| {t['firehose_billed_gb']:.2f} GB billed | producer bytes of the run "
+        f"| ${PRICES['firehose_gb']:.3f} + ${PRICES['firehose_conversion_gb']:.3f} / GB | **${t['firehose']:.2f}**, no dedup |",
         "",
         f"The dedup claims are {t['dedup_share']:.0%} of this pipeline's cost. Firehose costs "
         f"{t['firehose'] / t['total']:.2f}× this pipeline with dedup, and {t['firehose'] / t['without_dedup']:.0f}× it without.",

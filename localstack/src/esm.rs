@@ -249,11 +249,7 @@ pub fn mapping_uuid(stream_arn: &str, function: &str) -> String {
 
 /// A UUID-shaped name from a digest of `seed` (Lambda uses a random UUID; unique is what counts).
 fn uuid_like(seed: &str) -> String {
-    use md5::Digest as _;
-    let h: String = md5::Md5::digest(seed.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let h = pipeline::layout::content_digest(seed.as_bytes());
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],

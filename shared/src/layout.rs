@@ -150,6 +150,19 @@ impl Prefixes {
         minute_key(&self.quarantine, minute, shard_id, first_sequence)
     }
 
+    /// Where records that carry no sequence number (an unreadable envelope) are quarantined:
+    /// `{QUARANTINE_PREFIX}/year=…/minute=mm/{shardId}-unsequenced.{digest of the body}.ndjson`,
+    /// so two invocations never overwrite each other's.
+    pub fn unsequenced_quarantine_key(
+        &self,
+        minute: Minute,
+        shard_id: &str,
+        body: &[u8],
+    ) -> String {
+        let name = format!("unsequenced.{}", content_digest(body));
+        minute_key(&self.quarantine, minute, shard_id, &name)
+    }
+
     /// Everything staged for one arrival day: `{STAGING_PREFIX}/year=YYYY/month=MM/day=DD/`.
     pub fn staging_day_prefix(&self, day: Date) -> String {
         format!("{}/{}/", self.staging, day_path(day))
@@ -168,8 +181,11 @@ impl Prefixes {
             .strip_prefix(&self.staging)
             .map_or(staging_key, |rest| rest.trim_start_matches('/'));
         match relative.rsplit_once('/') {
-            Some((dir, name)) => format!("{}/{dir}/compaction-{name}", self.quarantine),
-            None => format!("{}/compaction-{relative}", self.quarantine),
+            Some((dir, name)) => format!(
+                "{}/{dir}/{COMPACTION_QUARANTINE_MARK}{name}",
+                self.quarantine
+            ),
+            None => format!("{}/{COMPACTION_QUARANTINE_MARK}{relative}", self.quarantine),
         }
     }
 
@@ -257,7 +273,27 @@ pub fn first_part_of_next_run(
     }
 }
 
+/// The file-name mark of [`Prefixes::compaction_quarantine_key`].
+const COMPACTION_QUARANTINE_MARK: &str = "compaction-";
+
+/// True for a quarantine object compaction wrote (bad staging lines), not ingest (records).
+pub fn is_compaction_quarantine_key(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with(COMPACTION_QUARANTINE_MARK))
+}
+
 const REDRIVEN_MARK: &str = ".redriven-";
+
+/// The hex MD5 of `body`: what names an object by its content where no sequence number can
+/// ([`Prefixes::redriven_staging_key`], [`Prefixes::unsequenced_quarantine_key`]).
+pub fn content_digest(body: &[u8]) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// `(shardId, firstSequenceNumber)` from a staging or quarantine key
 /// `…/{shardId}-{firstSequenceNumber}.ndjson` or `….redriven-{digest}.ndjson` (the inverse of
@@ -517,7 +553,32 @@ mod tests {
             Some(50_001)
         );
         assert_eq!(part_number("x/part-20240411-00003.parquet.tmp", day), None);
+        let staging = p.staging_key(Minute::of_micros(micros), "shardId-000000000000", "4954");
+        let bad_lines = p.compaction_quarantine_key(&staging);
+        assert_eq!(
+            bad_lines,
+            "quarantine/year=2024/month=04/day=11/hour=14/minute=10/compaction-shardId-000000000000-4954.ndjson"
+        );
+        assert!(is_compaction_quarantine_key(&bad_lines));
+        assert!(!is_compaction_quarantine_key(&p.quarantine_key(
+            Minute::of_micros(micros),
+            "shardId-000000000000",
+            "4954"
+        )));
+        let unsequenced = p.unsequenced_quarantine_key(Minute::of_micros(micros), UNKNOWN, b"x");
+        assert_eq!(
+            unsequenced,
+            format!(
+                "quarantine/year=2024/month=04/day=11/hour=14/minute=10/{UNKNOWN}-unsequenced.{}.ndjson",
+                content_digest(b"x")
+            )
+        );
+        assert_eq!(content_digest(b"x"), "9dd4e461268c8034f5c8564e155c67a6");
+        // Not a position: nothing reads it back as one.
+        assert_eq!(parse_minute_object_name(&unsequenced), None);
     }
+
+    const UNKNOWN: &str = "shardId-unknown";
 
     #[test]
     fn a_run_writes_the_bank_the_lake_does_not_stand_on() {

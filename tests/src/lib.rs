@@ -155,11 +155,6 @@ impl Lake {
 
     /// Downloads `processed/` and reads it with pyarrow and DuckDB (tests/python/inspect_lake.py).
     pub async fn inspect_processed(&self) -> Value {
-        let python = std::env::var("PIPELINE_PYTHON").unwrap_or_else(|_| {
-            panic!(
-                "PIPELINE_PYTHON is not set: run the tests with `make test` (scripts/with-moto.sh)"
-            )
-        });
         let dir = std::env::temp_dir().join(format!("lake-{}", self.bucket));
         let _ = std::fs::remove_dir_all(&dir);
         for key in self.keys("processed/").await {
@@ -168,19 +163,9 @@ impl Lake {
             std::fs::write(&path, self.object(&key).await).unwrap();
         }
         std::fs::create_dir_all(&dir).unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/inspect_lake.py");
-        let output = std::process::Command::new(python)
-            .arg(script)
-            .arg(&dir)
-            .output()
-            .expect("running the venv's Python");
-        assert!(
-            output.status.success(),
-            "inspect_lake.py failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let view = python_json("inspect_lake.py", &dir);
         let _ = std::fs::remove_dir_all(&dir);
-        serde_json::from_slice(&output.stdout).expect("inspect_lake.py prints JSON")
+        view
     }
 
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
@@ -262,6 +247,29 @@ impl Lake {
             .await
             .unwrap();
     }
+}
+
+/// Runs `tests/python/{script}` on `input` with the venv's Python (`PIPELINE_PYTHON`) and reads
+/// the JSON it prints.
+pub fn python_json(script: &str, input: &std::path::Path) -> Value {
+    let python = std::env::var("PIPELINE_PYTHON").unwrap_or_else(|_| {
+        panic!("PIPELINE_PYTHON is not set: run the tests with `make test` (scripts/with-moto.sh)")
+    });
+    let output = std::process::Command::new(python)
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("python")
+                .join(script),
+        )
+        .arg(input)
+        .output()
+        .expect("running the venv's Python");
+    assert!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{script} prints JSON: {e}"))
 }
 
 /// The Lambda payload for `records`, both as JSON (for the binary) and parsed (for the handler).

@@ -11,7 +11,7 @@ use localstack::embedded::EmbeddedService;
 use localstack::runtime_api::{LambdaProcess, Outcome};
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 use pipeline::kpl;
-use pipeline_tests::{binary, kinesis_payload, provision, uuids, Lake};
+use pipeline_tests::{binary, kinesis_payload, provision, python_json, uuids, Lake};
 use serde_json::{json, Value};
 
 const MINUTE: &str = "year=2024/month=04/day=11/hour=14/minute=10";
@@ -689,23 +689,8 @@ async fn aggregates_made_by_the_aws_labs_library_are_unpacked_by_the_built_binar
         .collect();
     let input = std::env::temp_dir().join(format!("{}-events.json", lake.bucket));
     std::fs::write(&input, serde_json::to_vec(&events).unwrap()).unwrap();
-    let python = std::env::var("PIPELINE_PYTHON")
-        .expect("PIPELINE_PYTHON is not set: run the tests with `make test`");
-    let output = std::process::Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/python/kpl_reference.py"
-        ))
-        .arg(&input)
-        .output()
-        .unwrap();
+    let reference = python_json("kpl_reference.py", &input);
     let _ = std::fs::remove_file(&input);
-    assert!(
-        output.status.success(),
-        "kpl_reference.py: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reference: Value = serde_json::from_slice(&output.stdout).unwrap();
     let aggregates = reference["aggregates"].as_array().unwrap();
 
     let mut records = Vec::new();

@@ -229,16 +229,16 @@ impl Compact {
         let request = parse_request(payload)?;
         let started = std::time::Instant::now();
         // One listing of the lake serves every day this invocation compacts: compacting a day
-        // touches only its own `part-{day}-*` files.
-        let parts = self.part_files().await?;
+        // touches only its own `part-{day}-*` files and manifest.
+        let lake = self.list_lake().await?;
         let mut report = self
-            .run_listed(request.day, request.force, &parts)
+            .run_listed(request.day, request.force, &lake)
             .await
             .inspect_err(|error| {
                 tracing::error!(%error, day = %request.day, "compaction failed");
             })?;
         if request.catch_up {
-            self.catch_up(request.day, &parts, &mut report).await?;
+            self.catch_up(request.day, &lake, &mut report).await?;
         }
         tracing::info!(
             day = report.day,
@@ -279,33 +279,34 @@ impl Compact {
 
     /// Compacts arrival day `day`; with `force`, even if staging it compacted before is gone.
     pub async fn run_with(&self, day: Date, force: bool) -> Result<Report, CompactError> {
-        let parts = self.part_files().await?;
-        self.run_listed(day, force, &parts).await
+        let lake = self.list_lake().await?;
+        self.run_listed(day, force, &lake).await
     }
 
     async fn run_listed(
         &self,
         day: Date,
         force: bool,
-        parts: &[String],
+        lake: &LakeListing,
     ) -> Result<Report, CompactError> {
         let staging = self.staging_objects(day).await?;
-        let manifest = self.manifest(day).await?;
-        self.compact_day(day, staging, manifest.as_ref(), force, parts)
+        let manifest = self.manifest(day, lake).await?;
+        self.compact_day(day, staging, manifest.as_ref(), force, &lake.parts)
             .await
     }
 
-    /// Every Parquet part file in the lake (all arrival days).
-    async fn part_files(&self) -> Result<Vec<String>, CompactError> {
+    /// Every Parquet part file and manifest in the lake (all arrival days), in one listing.
+    async fn list_lake(&self) -> Result<LakeListing, CompactError> {
         let processed_prefix = format!("{}/", self.prefixes.processed);
-        Ok(self
-            .objects
-            .list(&processed_prefix)
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .filter(|key| key.ends_with(".parquet"))
-            .collect())
+        let mut lake = LakeListing::default();
+        for object in self.objects.list(&processed_prefix).await? {
+            if object.key.ends_with(".parquet") {
+                lake.parts.push(object.key);
+            } else {
+                lake.other.insert(object.key);
+            }
+        }
+        Ok(lake)
     }
 
     /// The scheduled run's second half: every earlier day within staging retention whose staging
@@ -315,7 +316,7 @@ impl Compact {
     async fn catch_up(
         &self,
         today: Date,
-        parts: &[String],
+        lake: &LakeListing,
         report: &mut Report,
     ) -> Result<(), CompactError> {
         let mut day = today;
@@ -325,7 +326,7 @@ impl Compact {
             if staging.is_empty() {
                 continue;
             }
-            let manifest = self.manifest(day).await?;
+            let manifest = self.manifest(day, lake).await?;
             let late = match &manifest {
                 Some(manifest) => manifest.compare(&staging).new_or_changed,
                 None => staging.len(),
@@ -335,7 +336,7 @@ impl Compact {
             }
             tracing::info!(day = %day, late_objects = late, "staging changed since the day was compacted");
             match self
-                .compact_day(day, staging, manifest.as_ref(), false, parts)
+                .compact_day(day, staging, manifest.as_ref(), false, &lake.parts)
                 .await
             {
                 Ok(again) => {
@@ -355,11 +356,17 @@ impl Compact {
         Ok(())
     }
 
-    async fn manifest(&self, day: Date) -> Result<Option<Manifest>, CompactError> {
+    /// The manifest of `day`'s last compaction, if the listing holds one.
+    async fn manifest(
+        &self,
+        day: Date,
+        lake: &LakeListing,
+    ) -> Result<Option<Manifest>, CompactError> {
         let key = self.prefixes.manifest_key(day);
-        let Some(bytes) = read_optional(self.objects.as_ref(), &key).await? else {
+        if !lake.other.contains(&key) {
             return Ok(None);
-        };
+        }
+        let bytes = read_all(self.objects.as_ref(), &key, 0).await?;
         Manifest::from_json(&bytes)
             .map(Some)
             .map_err(|e| CompactError::Refused {
@@ -497,22 +504,18 @@ fn refuse_to_shrink(
     Err(CompactError::Refused { day, why })
 }
 
-/// An object's bytes, or `None` when there is no such object.
-async fn read_optional(
-    objects: &dyn ObjectStore,
-    key: &str,
-) -> Result<Option<Vec<u8>>, CompactError> {
-    let exists = objects.list(key).await?.iter().any(|o| o.key == key);
-    if !exists {
-        return Ok(None);
-    }
-    Ok(Some(read_all(objects, key, 0).await?))
-}
-
 /// A staging object's shard and first sequence number from its name; a name of another shape
 /// sorts by itself, before the named ones.
 fn shard_and_first_sequence(key: &str) -> (&str, &str) {
     layout::parse_minute_object_name(key).unwrap_or(("", ""))
+}
+
+/// What `processed/` held when the invocation started: the Parquet part files, and every other key
+/// (the manifests among them).
+#[derive(Default)]
+struct LakeListing {
+    parts: Vec<String>,
+    other: std::collections::HashSet<String>,
 }
 
 /// One partition's output: rows being gathered, and the file they are being written to.

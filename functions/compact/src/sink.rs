@@ -54,10 +54,7 @@ impl ObjectFile {
         }
     }
 
-    /// Sends the first `len` buffered bytes as the next part.
-    async fn send_part(&mut self, len: usize) -> Result<(), StoreError> {
-        let rest = self.buffer.split_off(len);
-        let part = Bytes::from(std::mem::replace(&mut self.buffer, rest));
+    async fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
         let upload = match &mut self.upload {
             Some(upload) => upload,
             None => self
@@ -74,9 +71,16 @@ impl AsyncFileWriter for ObjectFile {
             self.bytes += bs.len() as u64;
             self.buffer.extend_from_slice(&bs);
             // Parts of exactly `part_size` (the last one smaller): a file of n bytes is
-            // ceil(n / part_size) parts, each within S3's bounds.
-            while self.buffer.len() >= self.part_size {
-                self.send_part(self.part_size).await.map_err(external)?;
+            // ceil(n / part_size) parts, each within S3's bounds. A row group arrives as one
+            // write of up to its whole size: the parts are slices of it, and only the remainder
+            // below a part is copied back.
+            if self.buffer.len() >= self.part_size {
+                let mut full = Bytes::from(std::mem::take(&mut self.buffer));
+                while full.len() >= self.part_size {
+                    let part = full.split_to(self.part_size);
+                    self.send_part(part).await.map_err(external)?;
+                }
+                self.buffer.extend_from_slice(&full);
             }
             Ok(())
         }
@@ -90,11 +94,85 @@ impl AsyncFileWriter for ObjectFile {
                 return self.store.put(&self.key, body).await.map_err(external);
             }
             if !self.buffer.is_empty() {
-                self.send_part(self.buffer.len()).await.map_err(external)?;
+                let last = Bytes::from(std::mem::take(&mut self.buffer));
+                self.send_part(last).await.map_err(external)?;
             }
             let upload = self.upload.take().expect("checked above");
             upload.complete().await.map_err(external)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use pipeline::memory::MemoryObjectStore;
+    use pipeline::ports::{ByteStream, ObjectInfo};
+
+    use super::*;
+
+    /// A memory store that remembers the size of every multipart part sent to it.
+    #[derive(Clone, Default)]
+    struct PartSizes {
+        inner: MemoryObjectStore,
+        sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    struct Recording {
+        inner: Box<dyn MultipartUpload>,
+        sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    #[async_trait]
+    impl MultipartUpload for Recording {
+        async fn upload_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+            self.sizes.lock().unwrap().push(part.len());
+            self.inner.upload_part(part).await
+        }
+        async fn complete(self: Box<Self>) -> Result<(), StoreError> {
+            self.inner.complete().await
+        }
+        async fn abort(self: Box<Self>) -> Result<(), StoreError> {
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for PartSizes {
+        async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+            self.inner.put(key, body).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn delete(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.delete(keys).await
+        }
+        async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+            Ok(Box::new(Recording {
+                inner: self.inner.start_upload(key).await?,
+                sizes: self.sizes.clone(),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn every_part_but_the_last_is_exactly_the_part_size() {
+        let store = PartSizes::default();
+        let mut file = ObjectFile::new(Arc::new(store.clone()), "k".into(), 10);
+        let writes: [&[u8]; 4] = [b"abcd", &[b'x'; 25], b"yz!", b"."];
+        for bytes in writes {
+            file.write(Bytes::copy_from_slice(bytes)).await.unwrap();
+        }
+        file.complete().await.unwrap();
+        assert_eq!(*store.sizes.lock().unwrap(), [10, 10, 10, 3]);
+        assert_eq!(store.inner.object("k").unwrap(), writes.concat());
+        assert_eq!(file.bytes(), 33);
     }
 }

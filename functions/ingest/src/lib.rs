@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
@@ -49,9 +49,7 @@ pub struct Ingest {
 }
 
 pub fn system_clock() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    pipeline::time::now_micros() / pipeline::time::MICROS_PER_SECOND
 }
 
 /// What one invocation did, for metrics, logs and tests.
@@ -98,9 +96,7 @@ impl Deadline {
 
     /// From the Runtime API's deadline (epoch milliseconds).
     pub fn at_epoch_ms(deadline_ms: u64) -> Deadline {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = (pipeline::time::now_micros() / 1000) as u64;
         Deadline::within(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
     }
 
@@ -525,7 +521,7 @@ impl Ingest {
             let (key, body) = match kind {
                 ObjectKind::Staging if naming == Naming::Redriven => {
                     let body = staging_body(&members);
-                    let digest = md5_hex(&body);
+                    let digest = layout::content_digest(&body);
                     let key = prefixes.redriven_staging_key(minute, shard, first, &digest);
                     (key, body)
                 }
@@ -533,10 +529,18 @@ impl Ingest {
                     prefixes.staging_key(minute, shard, first),
                     staging_body(&members),
                 ),
-                ObjectKind::Quarantine => {
+                // Records that carry no sequence number are named after their content.
+                ObjectKind::Quarantine if first.is_empty() => {
                     let body = quarantine_body(&members);
-                    (quarantine_key(prefixes, minute, shard, first, &body), body)
+                    (
+                        prefixes.unsequenced_quarantine_key(minute, shard, &body),
+                        body,
+                    )
                 }
+                ObjectKind::Quarantine => (
+                    prefixes.quarantine_key(minute, shard, first),
+                    quarantine_body(&members),
+                ),
             };
             let size = body.len() as u64;
             puts.push(async move {
@@ -582,31 +586,6 @@ fn mark_duplicates_within_batch(units: &mut [Unit]) {
             }
         }
     }
-}
-
-/// A quarantine object is named after its first sequence number like a staging object; records
-/// that carry none (an unreadable envelope) are named after the body's digest instead, so that two
-/// invocations never overwrite each other's.
-fn quarantine_key(
-    prefixes: &Prefixes,
-    minute: Minute,
-    shard: &str,
-    first_sequence: &str,
-    body: &[u8],
-) -> String {
-    if !first_sequence.is_empty() {
-        return prefixes.quarantine_key(minute, shard, first_sequence);
-    }
-    let digest = md5_hex(body);
-    prefixes.quarantine_key(minute, shard, &format!("unsequenced.{digest}"))
-}
-
-fn md5_hex(body: &[u8]) -> String {
-    use md5::Digest as _;
-    md5::Md5::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn staging_body(members: &[&Unit]) -> Vec<u8> {

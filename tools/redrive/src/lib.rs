@@ -27,6 +27,7 @@ use pipeline::lambda_payload::{Envelope, KinesisBatch};
 use pipeline::layout;
 use pipeline::ports::{publish_metrics, read_all, Metric, ObjectStore, StoreError};
 use pipeline::time::{self, Date};
+use pipeline::validate::Reason;
 use serde::Serialize;
 
 /// Where a receipt for each redriven on-failure object is kept: `redrive/receipts/{object key}.json`.
@@ -34,7 +35,7 @@ pub const RECEIPTS_PREFIX: &str = "redrive/receipts/";
 
 /// Quarantine reasons that no catalogue change can cure: the envelope or the aggregate itself is
 /// broken, and the line carries no single user record to validate again.
-const NOT_REPLAYABLE: [&str; 2] = ["invalid_envelope", "invalid_aggregate"];
+const NOT_REPLAYABLE: [Reason; 2] = [Reason::InvalidEnvelope, Reason::InvalidAggregate];
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
@@ -234,9 +235,8 @@ impl Redrive {
                 .await?
             {
                 let key = object.key;
-                let name = key.rsplit('/').next().unwrap_or_default();
                 // Compaction's own bad-line files hold staging lines, not quarantined records.
-                if name.starts_with("compaction-") {
+                if layout::is_compaction_quarantine_key(&key) {
                     continue;
                 }
                 report.objects += 1;
@@ -248,7 +248,7 @@ impl Redrive {
                         .map_err(|e| e.to_string())
                         .and_then(layout::parse_quarantine_line);
                     match parsed {
-                        Ok(line) if NOT_REPLAYABLE.contains(&line.reason.as_str()) => {
+                        Ok(line) if NOT_REPLAYABLE.iter().any(|r| r.code() == line.reason) => {
                             report.not_replayable += 1
                         }
                         Ok(line) if line.sequence_number.is_empty() => report.not_replayable += 1,
