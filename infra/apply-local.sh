@@ -54,6 +54,22 @@ rules = aws("s3").get_bucket_lifecycle_configuration(Bucket=out["bucket"])["Rule
 assert {r["ID"] for r in rules} >= {"expire-staging", "expire-quarantine"}, rules
 schedule = aws("scheduler").get_schedule(Name="event-pipeline-compact-daily")
 assert schedule["ScheduleExpression"] == "cron(15 0 * * ? *)", schedule
+iam = aws("iam")
+key = out["kms_key"]
+for role, actions in {"ingest": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+                      "compact": ["kms:Decrypt", "kms:GenerateDataKey"], "scheduler": ["kms:Decrypt"]}.items():
+    document = iam.get_role_policy(RoleName=f"event-pipeline-{role}", PolicyName="use-the-pipeline-key")["PolicyDocument"]
+    [statement] = document["Statement"]
+    assert statement["Resource"] == key and statement["Action"] == actions and "Condition" not in statement, document
+producer = iam.get_policy(PolicyArn=out["producer_policy_arn"])["Policy"]
+document = iam.get_policy_version(PolicyArn=out["producer_policy_arn"], VersionId=producer["DefaultVersionId"])["PolicyVersion"]["Document"]
+document = json.loads(document) if isinstance(document, str) else document
+by_sid = {s["Sid"]: s for s in document["Statement"]}
+assert by_sid["PutEvents"]["Resource"] == out["stream_arn"] and "kinesis:PutRecords" in by_sid["PutEvents"]["Action"], document
+assert by_sid["EncryptForTheStream"] == {"Sid": "EncryptForTheStream", "Effect": "Allow", "Action": ["kms:GenerateDataKey"],
+                                         "Resource": key}, document
+compact = aws("lambda").get_function_configuration(FunctionName=out["compact_function"])
+assert "ReservedConcurrentExecutions" not in aws("lambda").get_function_concurrency(FunctionName=out["compact_function"]), compact
 print("infra apply: every resource created on the emulator; dedup TTL, event source mapping, "
-      "S3 on-failure destination, function environment, lifecycle rules and schedule read back as planned")
+      "S3 on-failure destination, function environment, lifecycle rules, schedule, key grants by ARN, producer policy and unreserved compact concurrency read back as planned")
 PY

@@ -52,5 +52,14 @@ terraform plan -input=false -lock=false -no-color -out="$work/plan" \
   -var account_id=123456789012 -var local_endpoint=http://127.0.0.1:9 \
   -var alarm_email=ops@example.com >"$work/plan.log" || { cat "$work/plan.log"; exit 1; }
 grep -E "^Plan:" "$work/plan.log"
+# A name that would push the bucket name past S3's 63 characters is refused at plan time.
+if terraform plan -input=false -lock=false -no-color -var account_id=123456789012 \
+  -var local_endpoint=http://127.0.0.1:9 -var name=a-name-of-thirty-one-characters >"$work/long.log" 2>&1 ||
+  ! grep -q "name must be 3-30 lower-case letters" "$work/long.log"; then
+  cat "$work/long.log"
+  echo "infra checks: a 31-character name was not refused" >&2
+  exit 1
+fi
+echo "infra checks: a 31-character name is refused at plan time"
 terraform show -json "$work/plan" >"$work/plan.json"
 PLAN_JSON="$work/plan.json" "$python" -m unittest discover -s tests -t . -v

@@ -49,6 +49,13 @@ resource "aws_s3_bucket" "lake" {
   #checkov:skip=CKV_AWS_144:Cross-region replication is a recovery choice per deployment; staging and quarantine are transient and processed/ can be rebuilt by compaction.
   #checkov:skip=CKV2_AWS_62:Nothing consumes bucket events: compaction runs on a schedule.
   bucket = local.bucket_name
+
+  lifecycle {
+    precondition {
+      condition     = length(local.bucket_name) <= 63
+      error_message = "The bucket name ${local.bucket_name} is longer than S3's 63 characters: choose a shorter name."
+    }
+  }
 }
 
 resource "aws_s3_bucket_public_access_block" "lake" {

@@ -44,11 +44,6 @@ data "aws_iam_policy_document" "ingest" {
     resources = [local.stream_arn]
   }
   statement {
-    sid       = "ListStreams"
-    actions   = ["kinesis:ListStreams"]
-    resources = ["arn:${local.partition}:kinesis:${var.region}:${local.account_id}:stream/*"]
-  }
-  statement {
     sid       = "ClaimEventIds"
     actions   = ["dynamodb:PutItem"]
     resources = [local.table_arn]
@@ -59,13 +54,13 @@ data "aws_iam_policy_document" "ingest" {
     resources = ["${local.bucket_arn}/staging/*", "${local.bucket_arn}/quarantine/*"]
   }
   statement {
-    sid       = "UseThePipelineKey"
-    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [local.keys_arn]
+    sid       = "PutMetrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
     condition {
-      test     = "ForAnyValue:StringEquals"
-      variable = "kms:ResourceAliases"
-      values   = [local.key_alias]
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [local.namespace]
     }
   }
   # The event source mapping writes batches it gives up on to its S3 on-failure destination with
@@ -189,13 +184,13 @@ data "aws_iam_policy_document" "compact" {
     resources = ["${local.bucket_arn}/quarantine/*"]
   }
   statement {
-    sid       = "UseThePipelineKey"
-    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [local.keys_arn]
+    sid       = "PutMetrics"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
     condition {
-      test     = "ForAnyValue:StringEquals"
-      variable = "kms:ResourceAliases"
-      values   = [local.key_alias]
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [local.namespace]
     }
   }
   statement {
@@ -225,17 +220,20 @@ resource "aws_sqs_queue" "compact_dead_letters" {
 resource "aws_lambda_function" "compact" {
   #checkov:skip=CKV_AWS_117:The function only calls S3; a VPC would add NAT or endpoints for nothing.
   #checkov:skip=CKV_AWS_272:Code signing needs an account-level signing profile; the zip is built by CI from this repository.
-  function_name                  = local.compact_name
-  role                           = aws_iam_role.compact.arn
-  runtime                        = "provided.al2023"
-  architectures                  = ["arm64"]
-  handler                        = "bootstrap"
-  filename                       = var.compact_zip
-  source_code_hash               = fileexists(var.compact_zip) ? filebase64sha256(var.compact_zip) : null
-  memory_size                    = var.compact_memory_mb
-  timeout                        = var.compact_timeout_seconds
-  kms_key_arn                    = aws_kms_key.pipeline.arn
-  reserved_concurrent_executions = 1 # one compaction at a time: two runs of a day would race on its part files
+  #checkov:skip=CKV_AWS_115:Reserving concurrency fails in accounts at the default quota (variable compact_reserved_concurrency); a lease in S3 keeps compactions apart.
+  function_name    = local.compact_name
+  role             = aws_iam_role.compact.arn
+  runtime          = "provided.al2023"
+  architectures    = ["arm64"]
+  handler          = "bootstrap"
+  filename         = var.compact_zip
+  source_code_hash = fileexists(var.compact_zip) ? filebase64sha256(var.compact_zip) : null
+  memory_size      = var.compact_memory_mb
+  timeout          = var.compact_timeout_seconds
+  kms_key_arn      = aws_kms_key.pipeline.arn
+  # Off by default: reserving concurrency fails on accounts at the default quota. Two runs never
+  # compact at once either way: each holds the lease processed/_lease/compact.json while it works.
+  reserved_concurrent_executions = coalesce(var.compact_reserved_concurrency, -1)
 
   environment {
     # The scheduled run looks back as far as staging is kept for days with late data.
@@ -286,16 +284,6 @@ data "aws_iam_policy_document" "scheduler" {
     actions   = ["sqs:SendMessage"]
     resources = ["${local.queue_arn}-compact-dead-letters"]
   }
-  statement {
-    sid       = "DecryptTheSchedule"
-    actions   = ["kms:Decrypt"]
-    resources = [local.keys_arn]
-    condition {
-      test     = "ForAnyValue:StringEquals"
-      variable = "kms:ResourceAliases"
-      values   = [local.key_alias]
-    }
-  }
 }
 
 resource "aws_iam_role_policy" "scheduler" {
@@ -329,4 +317,59 @@ resource "aws_scheduler_schedule" "compact_daily" {
       arn = aws_sqs_queue.compact_dead_letters.arn
     }
   }
+}
+
+# ---- the pipeline key, by ARN ----
+
+# Each role's use of the key names the key's ARN: a condition on its alias (kms:ResourceAliases)
+# takes minutes to reflect a new alias, so a fresh deployment would be denied at first.
+locals {
+  key_use = {
+    # Lambda reads the encrypted stream and writes SSE-KMS objects and table items with this role.
+    ingest = { role = aws_iam_role.ingest.id, actions = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"] }
+    # compact reads and writes SSE-KMS objects.
+    compact = { role = aws_iam_role.compact.id, actions = ["kms:Decrypt", "kms:GenerateDataKey"] }
+    # The schedule is encrypted with the key.
+    scheduler = { role = aws_iam_role.scheduler.id, actions = ["kms:Decrypt"] }
+  }
+}
+
+resource "aws_iam_role_policy" "key_use" {
+  for_each = local.key_use
+  name     = "use-the-pipeline-key"
+  role     = each.value.role
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid      = "UseThePipelineKey"
+      Effect   = "Allow"
+      Action   = each.value.actions
+      Resource = aws_kms_key.pipeline.arn
+    }]
+  })
+}
+
+# ---- producers: a policy ready to attach to whatever puts events ----
+
+resource "aws_iam_policy" "producer" {
+  name        = "${var.name}-producer"
+  description = "Put events to ${local.stream_name}: PutRecord(s), the shard listing the KPL uses, and the stream's KMS key."
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "PutEvents"
+        Effect   = "Allow"
+        Action   = ["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:ListShards", "kinesis:DescribeStreamSummary"]
+        Resource = local.stream_arn
+      },
+      {
+        # Putting to a KMS-encrypted stream needs a data key from the stream's key.
+        Sid      = "EncryptForTheStream"
+        Effect   = "Allow"
+        Action   = ["kms:GenerateDataKey"]
+        Resource = aws_kms_key.pipeline.arn
+      },
+    ]
+  })
 }

@@ -57,7 +57,6 @@ locals {
   table_arn  = "arn:${local.partition}:dynamodb:${var.region}:${local.account_id}:table/${local.table_name}"
   queue_arn  = "arn:${local.partition}:sqs:${var.region}:${local.account_id}:${var.name}"
   logs_arn   = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:/aws/lambda"
-  keys_arn   = "arn:${local.partition}:kms:${var.region}:${local.account_id}:key/*"
   key_alias  = "alias/${var.name}"
 
   # The contract's configuration (../shared/CONTRACT.md), shared by both functions.
@@ -67,7 +66,7 @@ locals {
     QUARANTINE_PREFIX = "quarantine"
     PROCESSED_PREFIX  = "processed"
     METRICS_NAMESPACE = local.namespace
-    METRICS_SINK      = "emf"
+    METRICS_SINK      = var.metrics_sink
   }
 }
 

@@ -50,3 +50,8 @@ output "kms_key" {
   description = "Readers of the lake (Athena users) need kms:Decrypt on this key."
   value       = aws_kms_key.pipeline.arn
 }
+
+output "producer_policy_arn" {
+  description = "Attach to the role or user of anything that puts events: PutRecord(s) on the stream and kms:GenerateDataKey on its key."
+  value       = aws_iam_policy.producer.arn
+}

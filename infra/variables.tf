@@ -1,10 +1,10 @@
 variable "name" {
-  description = "Prefix of every resource name."
+  description = "Prefix of every resource name: at most 30 characters, so the bucket name ({name}-lake-{account}-{region}) stays within S3's 63."
   type        = string
   default     = "event-pipeline"
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{2,30}$", var.name))
-    error_message = "name must be 3-31 lower-case letters, digits or dashes, starting with a letter."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,28}[a-z0-9]$", var.name))
+    error_message = "name must be 3-30 lower-case letters, digits or dashes, starting with a letter and ending with a letter or digit (the bucket name must fit in 63 characters)."
   }
 }
 
@@ -63,6 +63,22 @@ variable "ingest_timeout_seconds" {
 variable "compact_memory_mb" {
   type    = number
   default = 2048
+}
+
+variable "compact_reserved_concurrency" {
+  description = "Reserved concurrency of compact; null reserves none (accounts at the default concurrency quota cannot reserve any). Compaction's lease keeps runs apart either way."
+  type        = number
+  default     = null
+}
+
+variable "metrics_sink" {
+  description = "Where both functions publish metrics: emf (log lines, no API calls), cloudwatch (PutMetricData) or off."
+  type        = string
+  default     = "emf"
+  validation {
+    condition     = contains(["emf", "cloudwatch", "off"], var.metrics_sink)
+    error_message = "metrics_sink must be emf, cloudwatch or off."
+  }
 }
 
 variable "compact_timeout_seconds" {

@@ -7,6 +7,7 @@ import unittest
 with open(os.environ["PLAN_JSON"]) as plan_file:
     PLAN = json.load(plan_file)
 RESOURCES = {r["address"]: r["change"]["after"] for r in PLAN["resource_changes"]}
+CONFIGURATION = {r["address"]: r for r in PLAN["configuration"]["root_module"]["resources"]}
 BUCKET = "arn:aws:s3:::event-pipeline-lake-123456789012-eu-west-1"
 
 
@@ -86,6 +87,11 @@ class Functions(unittest.TestCase):
         staging_days = [r["expiration"][0]["days"] for r in rules if r["id"] == "expire-staging"]
         self.assertEqual([int(compact["STAGING_RETENTION_DAYS"])], staging_days)
 
+    def test_compact_reserves_no_concurrency_by_default(self):
+        # Reserving concurrency fails on accounts at the default quota; compaction's lease keeps two
+        # runs apart instead.
+        self.assertEqual(resource("aws_lambda_function.compact")["reserved_concurrent_executions"], -1)
+
     def test_log_groups_keep_logs_a_year(self):
         for name in ("ingest", "compact"):
             group = resource(f"aws_cloudwatch_log_group.{name}")
@@ -114,14 +120,41 @@ class LeastPrivilege(unittest.TestCase):
 
     def test_no_statement_grants_everything(self):
         for address in ("aws_iam_role_policy.ingest", "aws_iam_role_policy.compact", "aws_iam_role_policy.scheduler"):
-            for action, resources in grants(policy(address)).items():
-                self.assertNotIn("*", resources, f"{address}: {action}")
-                self.assertFalse(action.endswith(":*"), f"{address}: {action}")
+            for statement in policy(address):
+                resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                for action in actions:
+                    self.assertFalse(action.endswith(":*"), f"{address}: {action}")
+                if "*" in resources:
+                    # PutMetricData has no resource-level permissions: its only scope is the namespace.
+                    self.assertEqual(actions, ["cloudwatch:PutMetricData"], address)
+                    self.assertEqual(statement["Condition"], {"StringEquals": {"cloudwatch:namespace": "EventPipeline"}})
 
-    def test_kms_use_is_scoped_to_the_pipeline_key(self):
+    def test_both_functions_may_put_metrics_in_the_pipeline_namespace_only(self):
+        # METRICS_SINK=cloudwatch calls PutMetricData; without this grant every publish is denied.
         for address in ("aws_iam_role_policy.ingest", "aws_iam_role_policy.compact"):
-            kms = [s for s in policy(address) if s["Sid"] == "UseThePipelineKey"][0]
-            self.assertEqual(kms["Condition"]["ForAnyValue:StringEquals"]["kms:ResourceAliases"], "alias/event-pipeline")
+            [statement] = [s for s in policy(address) if "cloudwatch:PutMetricData" in s["Action"]]
+            self.assertEqual(statement["Condition"], {"StringEquals": {"cloudwatch:namespace": "EventPipeline"}})
+
+    def test_no_grant_that_grants_nothing(self):
+        # ListStreams has no resource-level permissions: granted on a stream ARN it allows nothing.
+        for address in ("aws_iam_role_policy.ingest", "aws_iam_role_policy.compact", "aws_iam_role_policy.scheduler"):
+            self.assertNotIn("kinesis:ListStreams", grants(policy(address)), address)
+
+    def test_key_use_names_the_key_arn_not_an_alias(self):
+        # kms:ResourceAliases conditions take minutes to reflect a new alias; the key's ARN does not.
+        for address in ("aws_iam_role_policy.ingest", "aws_iam_role_policy.compact", "aws_iam_role_policy.scheduler"):
+            self.assertFalse(any(a.startswith("kms:") for a in grants(policy(address))), address)
+        self.assertNotIn("kms:ResourceAliases", json.dumps(PLAN["configuration"]))
+        key_use = CONFIGURATION["aws_iam_role_policy.key_use"]
+        self.assertIn("aws_kms_key.pipeline.arn", key_use["expressions"]["policy"]["references"])
+        self.assertEqual({a.split('"')[1] for a in RESOURCES if a.startswith("aws_iam_role_policy.key_use[")},
+                         {"ingest", "compact", "scheduler"})
+
+    def test_producers_get_a_ready_policy_for_the_encrypted_stream(self):
+        producer = CONFIGURATION["aws_iam_policy.producer"]
+        self.assertIn("aws_kms_key.pipeline.arn", producer["expressions"]["policy"]["references"])
+        self.assertIn("producer_policy_arn", PLAN["configuration"]["root_module"]["outputs"])
 
 
 class Schedule(unittest.TestCase):
