@@ -168,10 +168,11 @@ data "aws_iam_policy_document" "compact" {
     }
   }
   statement {
-    sid     = "ReadStagingAndManifests"
+    sid     = "ReadStagingManifestsAndTheLease"
     actions = ["s3:GetObject"]
     # Manifests record what each compaction consumed (late data, and no rebuild that shrinks a day).
-    resources = ["${local.bucket_arn}/staging/*", "${local.bucket_arn}/processed/_manifests/*"]
+    # The lease keeps two compactions apart; a conditional delete needs s3:GetObject as well.
+    resources = ["${local.bucket_arn}/staging/*", "${local.bucket_arn}/processed/_manifests/*", "${local.bucket_arn}/processed/_lease/*"]
   }
   statement {
     sid       = "WriteAndReplaceProcessed"

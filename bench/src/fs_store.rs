@@ -5,15 +5,72 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pipeline::ports::{ByteStream, MultipartUpload, ObjectInfo, ObjectStore, StoreError};
+use pipeline::ports::{
+    ByteStream, ConditionalStore, MultipartUpload, ObjectInfo, ObjectStore, Precondition,
+    StoreError,
+};
 
 pub struct FsObjectStore {
     root: PathBuf,
+    /// Makes each conditional operation's check and write one step, within this process.
+    conditional: std::sync::Mutex<()>,
 }
 
 impl FsObjectStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FsObjectStore { root: root.into() }
+        FsObjectStore {
+            root: root.into(),
+            conditional: std::sync::Mutex::new(()),
+        }
+    }
+
+    fn tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        match std::fs::read(self.root.join(key)) {
+            Ok(body) => {
+                let etag = pipeline::layout::content_digest(&body);
+                Ok(Some((Bytes::from(body), etag)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("get", key, e)),
+        }
+    }
+}
+
+#[async_trait]
+impl ConditionalStore for FsObjectStore {
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        precondition: Precondition<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        let _one_at_a_time = self.conditional.lock().unwrap();
+        let current = self.tagged(key)?.map(|(_, etag)| etag);
+        let holds = match precondition {
+            Precondition::Absent => current.is_none(),
+            Precondition::Matches(wanted) => current.as_deref() == Some(wanted),
+        };
+        if !holds {
+            return Ok(None);
+        }
+        write_atomically(&self.root.join(key), &body).map_err(|e| io("put", key, e))?;
+        Ok(Some(pipeline::layout::content_digest(&body)))
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        self.tagged(key)
+    }
+
+    async fn delete_if_match(&self, key: &str, etag: &str) -> Result<bool, StoreError> {
+        let _one_at_a_time = self.conditional.lock().unwrap();
+        if self
+            .tagged(key)?
+            .is_some_and(|(_, current)| current == etag)
+        {
+            std::fs::remove_file(self.root.join(key)).map_err(|e| io("delete", key, e))?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 

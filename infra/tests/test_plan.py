@@ -112,7 +112,8 @@ class LeastPrivilege(unittest.TestCase):
 
     def test_compact_reads_staging_replaces_processed_and_quarantines(self):
         g = grants(policy("aws_iam_role_policy.compact"))
-        self.assertEqual(g["s3:GetObject"], {f"{BUCKET}/staging/*", f"{BUCKET}/processed/_manifests/*"})
+        self.assertEqual(g["s3:GetObject"], {f"{BUCKET}/staging/*", f"{BUCKET}/processed/_manifests/*",
+                                             f"{BUCKET}/processed/_lease/*"})
         self.assertEqual(g["s3:DeleteObject"], {f"{BUCKET}/processed/*"})
         self.assertEqual(g["s3:PutObject"], {f"{BUCKET}/processed/*", f"{BUCKET}/quarantine/*"})
         self.assertEqual(g["s3:ListBucket"], {BUCKET})

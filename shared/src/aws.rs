@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use crate::config::{CommonConfig, MetricsSinkKind};
 use crate::ports::{
-    ByteStream, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, MultipartUpload, ObjectInfo,
-    ObjectStore, StoreError,
+    ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, Metric, MetricsSink,
+    MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError,
 };
 
 /// The shared SDK configuration, loaded once at cold start. The SDK reads `AWS_ENDPOINT_URL`
@@ -206,6 +206,93 @@ impl ObjectStore for S3ObjectStore {
             upload_id,
             parts: Vec::new(),
         }))
+    }
+}
+
+/// The HTTP status of a failed request, when a response came back.
+fn status<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<u16> {
+    error.raw_response().map(|r| r.status().as_u16())
+}
+
+/// S3 answers a precondition that does not hold with 412 PreconditionFailed; a conditional request
+/// that lost to a concurrent one on the same key with 409 ConditionalRequestConflict; an `If-Match`
+/// on a key with no object with 404 NoSuchKey (S3 User Guide, "How to prevent object overwrites
+/// with conditional writes" and "How to perform conditional deletes").
+fn precondition_not_met(status: Option<u16>) -> bool {
+    matches!(status, Some(412 | 409 | 404))
+}
+
+#[async_trait]
+impl ConditionalStore for S3ObjectStore {
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        precondition: Precondition<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type(key))
+            .body(body.into());
+        let request = match precondition {
+            Precondition::Absent => request.if_none_match("*"),
+            Precondition::Matches(etag) => request.if_match(etag),
+        };
+        match request.send().await {
+            Ok(output) => Ok(Some(output.e_tag().unwrap_or_default().to_string())),
+            Err(e) if precondition_not_met(status(&e)) => Ok(None),
+            Err(e) => Err(StoreError::new(
+                format!("PutObject ({precondition:?}) s3://{}/{key}", self.bucket),
+                context(e),
+            )),
+        }
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        let operation = format!("GetObject s3://{}/{key}", self.bucket);
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(StoreError::new(operation, context(e))),
+        };
+        let etag = output.e_tag().unwrap_or_default().to_string();
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::new(operation, context(e)))?;
+        Ok(Some((body.into_bytes(), etag)))
+    }
+
+    async fn delete_if_match(&self, key: &str, etag: &str) -> Result<bool, StoreError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if precondition_not_met(status(&e)) => Ok(false),
+            Err(e) => Err(StoreError::new(
+                format!("DeleteObject (If-Match {etag}) s3://{}/{key}", self.bucket),
+                context(e),
+            )),
+        }
     }
 }
 

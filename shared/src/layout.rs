@@ -207,6 +207,12 @@ impl Prefixes {
         format!("{}/_manifests/arrival_day={day}.json", self.processed)
     }
 
+    /// `{PROCESSED_PREFIX}/_lease/compact.json`: held by the one compaction that may run; hidden
+    /// from the lake's readers like the manifests.
+    pub fn compaction_lease_key(&self) -> String {
+        format!("{}/_lease/compact.json", self.processed)
+    }
+
     /// `…/part-{arrival day YYYYMMDD}-{NNNNN}.parquet`
     pub fn processed_key(
         &self,
@@ -522,6 +528,7 @@ mod tests {
             p.staging_key(Minute::of_micros(micros), "shardId-000000000000", "4954"),
             "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-4954.ndjson"
         );
+        assert_eq!(p.compaction_lease_key(), "processed/_lease/compact.json");
         assert_eq!(
             p.quarantine_key(Minute::of_micros(micros), "shardId-000000000001", "77"),
             "quarantine/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000001-77.ndjson"

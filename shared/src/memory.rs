@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ports::{
-    ByteStream, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, MultipartUpload, ObjectInfo,
-    ObjectStore, StoreError,
+    ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, Metric, MetricsSink,
+    MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError,
 };
 
 /// Claims with the contract's condition:
@@ -112,6 +112,55 @@ impl ObjectStore for MemoryObjectStore {
             key: key.to_string(),
             parts: Vec::new(),
         }))
+    }
+}
+
+/// ETags as S3 gives a single-part object's: the MD5 of its bytes, quoted.
+fn etag(body: &[u8]) -> String {
+    format!("\"{}\"", crate::layout::content_digest(body))
+}
+
+#[async_trait]
+impl ConditionalStore for MemoryObjectStore {
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        precondition: Precondition<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        // One lock around the check and the write: conditional writes are atomic on S3 too.
+        let mut objects = self.objects.lock().unwrap();
+        let holds = match (precondition, objects.get(key)) {
+            (Precondition::Absent, current) => current.is_none(),
+            (Precondition::Matches(wanted), Some(current)) => etag(current) == wanted,
+            (Precondition::Matches(_), None) => false,
+        };
+        if !holds {
+            return Ok(None);
+        }
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        let tag = etag(&body);
+        objects.insert(key.to_string(), body);
+        Ok(Some(tag))
+    }
+
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError> {
+        Ok(self.object(key).map(|body| {
+            let tag = etag(&body);
+            (body, tag)
+        }))
+    }
+
+    async fn delete_if_match(&self, key: &str, wanted: &str) -> Result<bool, StoreError> {
+        let mut objects = self.objects.lock().unwrap();
+        if objects
+            .get(key)
+            .is_some_and(|current| etag(current) == wanted)
+        {
+            objects.remove(key);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 

@@ -69,6 +69,34 @@ pub trait ObjectStore: Send + Sync {
     async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
 }
 
+/// What a conditional write requires of the key's current object (S3's `If-None-Match: *` and
+/// `If-Match: {etag}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition<'a> {
+    /// No object exists under the key.
+    Absent,
+    /// The key's current object has this ETag.
+    Matches(&'a str),
+}
+
+/// Compare-and-swap on single objects: what a lease needs, and what S3 offers since its
+/// conditional writes (PutObject `If-None-Match`/`If-Match`, DeleteObject `If-Match`).
+#[async_trait]
+pub trait ConditionalStore: Send + Sync {
+    /// Writes `body` only if `precondition` holds: `Some(etag)` of the new object, or `None` when
+    /// it does not hold (or a concurrent conditional request on the key won).
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        precondition: Precondition<'_>,
+    ) -> Result<Option<String>, StoreError>;
+    /// The object and its ETag, or `None` when there is no such object.
+    async fn get_tagged(&self, key: &str) -> Result<Option<(Bytes, String)>, StoreError>;
+    /// Deletes the object only if its ETag is still `etag`; `false` when it is not, or it is gone.
+    async fn delete_if_match(&self, key: &str, etag: &str) -> Result<bool, StoreError>;
+}
+
 /// The whole object `key` (`size_hint`: its size when known, else 0).
 pub async fn read_all(
     objects: &dyn ObjectStore,

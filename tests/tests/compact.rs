@@ -471,3 +471,74 @@ async fn big_files_go_up_as_s3_multipart_uploads() {
     // 150,000 rows in row groups of at most 20,000: eight.
     assert_eq!(view["files"][0]["row_groups"], 8);
 }
+
+#[tokio::test]
+async fn a_second_run_refuses_while_the_first_holds_the_lease_and_a_dead_runs_lease_expires() {
+    let lake = Lake::new("compact-lease").await;
+    stage(&lake, "shardId-000000000000", 0, &events(1..=20, "lang_en")).await;
+    let lease_key = Prefixes::default().compaction_lease_key();
+
+    // The first run takes the lease, then hangs writing its first Parquet file.
+    let mut first = lake.compact().await;
+    first.objects = lake.sabotaged_store("/part-", true).await;
+    let first = tokio::spawn(async move { first.run(day()).await });
+    for _ in 0..100 {
+        if !lake.keys(&lease_key).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lake.keys(&lease_key).await, vec![lease_key.to_string()]);
+
+    // The built binary, invoked for the same day meanwhile, refuses and writes nothing.
+    let mut second = LambdaProcess::spawn(&binary("compact"), "compact", &lake.env())
+        .await
+        .unwrap();
+    let refused = |outcome: Outcome| match outcome {
+        Outcome::FunctionError(error) => error["errorMessage"].as_str().unwrap().to_string(),
+        Outcome::Response(report) => panic!("ran beside the lease holder: {report}"),
+    };
+    let message = refused(
+        second
+            .invoke(&json!({"day": DAY}), Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        message.starts_with(&format!(
+            "refusing to compact {DAY}: another compaction (process "
+        )) && message.contains(&format!("holds the lease {lease_key} since ")),
+        "{message}"
+    );
+    assert!(lake.keys("processed/year=").await.is_empty());
+
+    // The first run dies without giving the lease back: runs are refused until it expires...
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let message = refused(
+        second
+            .invoke(&json!({"day": DAY}), Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
+    assert!(message.contains("holds the lease"), "{message}");
+
+    // ...and once it has (here: aged as 17 minutes would age it), the next run takes it over,
+    // compacts the day and gives the lease back.
+    let expired = compact::lease::LeaseRecord::new(
+        "a run that died",
+        pipeline::time::now_micros() - 17 * 60_000_000,
+        compact::lease::LEASE_MICROS,
+    );
+    lake.put(&lease_key, expired.to_json()).await;
+    let Outcome::Response(report) = second
+        .invoke(&json!({"day": DAY}), Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("an expired lease was not taken over")
+    };
+    assert_eq!(report["rows_written"], 20);
+    assert!(lake.keys(&lease_key).await.is_empty());
+    assert_each_event_once(&lake, 20).await;
+}

@@ -13,11 +13,14 @@
 //!   overwrites none of them, and only after every new file is complete are the day's other
 //!   `part-{day}-*` files deleted: a crash leaves the old files whole, and a re-run, or a re-run
 //!   after a crash, leaves exactly one copy of each event.
+//! - One compaction runs at a time: each holds a lease in S3 ([`lease`]) while it works, and a run
+//!   that finds the lease held refuses rather than race the holder on the same files.
 //! - Each run records what it consumed in a manifest. A later run refuses to rebuild a day whose
 //!   consumed staging has partly gone (the lake never shrinks) unless forced, and the scheduled run
 //!   compacts again every earlier day, within staging retention, whose staging changed since: late
 //!   data reaches the lake by itself.
 
+pub mod lease;
 mod manifest;
 mod sink;
 
@@ -36,7 +39,8 @@ use pipeline::config::{CompactConfig, DEFAULT_STAGING_RETENTION_DAYS};
 use pipeline::lake::{self, RowBuilder};
 use pipeline::layout::{self, Prefixes};
 use pipeline::ports::{
-    publish_metrics, read_all, Metric, MetricsSink, ObjectInfo, ObjectStore, StoreError,
+    publish_metrics, read_all, ConditionalStore, Metric, MetricsSink, ObjectInfo, ObjectStore,
+    StoreError,
 };
 use pipeline::position::{compare_sequence_numbers, RedeliveryFilter};
 use pipeline::time::{self, Date};
@@ -123,6 +127,8 @@ pub struct Settings {
     pub part_size: usize,
     /// Staging objects fetched ahead of the one being decoded.
     pub prefetch: usize,
+    /// How long a run's lease keeps other runs out if the run dies without releasing it.
+    pub lease_micros: i64,
 }
 
 impl Default for Settings {
@@ -136,6 +142,7 @@ impl Default for Settings {
             batch_bytes: 8 << 20,
             part_size: pipeline::ports::MIN_PART_SIZE,
             prefetch: 8,
+            lease_micros: lease::LEASE_MICROS,
         }
     }
 }
@@ -188,6 +195,8 @@ pub struct Compact {
     pub schema: SchemaRef,
     pub prefixes: Prefixes,
     pub objects: Arc<dyn ObjectStore>,
+    /// Where the lease lives: the same bucket, through its conditional writes.
+    pub leases: Arc<dyn ConditionalStore>,
     pub metrics: Arc<dyn MetricsSink>,
     pub settings: Settings,
     /// How many days back the scheduled run looks for late data.
@@ -195,9 +204,9 @@ pub struct Compact {
 }
 
 impl Compact {
-    pub fn new(
+    pub fn new<S: ObjectStore + ConditionalStore + 'static>(
         prefixes: Prefixes,
-        objects: Arc<dyn ObjectStore>,
+        store: Arc<S>,
         metrics: Arc<dyn MetricsSink>,
     ) -> Compact {
         let catalogue = Catalogue::embedded();
@@ -205,7 +214,8 @@ impl Compact {
             schema: lake::arrow_schema(&catalogue),
             catalogue,
             prefixes,
-            objects,
+            objects: store.clone(),
+            leases: store,
             metrics,
             settings: Settings::default(),
             staging_retention_days: DEFAULT_STAGING_RETENTION_DAYS,
@@ -227,16 +237,61 @@ impl Compact {
 
     pub async fn handle(&self, payload: &serde_json::Value) -> Result<Report, CompactError> {
         let request = parse_request(payload)?;
+        self.leased(request.day, || self.handle_leased(request))
+            .await
+            .inspect_err(|error| {
+                tracing::error!(%error, day = %request.day, "compaction failed");
+            })
+    }
+
+    /// Runs `work` holding the lease, and refuses if another run holds it.
+    async fn leased<T, W, F>(&self, day: Date, work: W) -> Result<T, CompactError>
+    where
+        W: FnOnce() -> F,
+        F: std::future::Future<Output = Result<T, CompactError>>,
+    {
+        let key = self.prefixes.compaction_lease_key();
+        let now = time::now_micros();
+        let holder = format!(
+            "{} at {}",
+            std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+                .unwrap_or_else(|_| format!("process {}", std::process::id())),
+            time::format_rfc3339_micros(now)
+        );
+        let lease = match lease::acquire(
+            self.leases.as_ref(),
+            &key,
+            &holder,
+            now,
+            self.settings.lease_micros,
+        )
+        .await?
+        {
+            lease::Acquired::Held(lease) => lease,
+            lease::Acquired::Busy(other) => {
+                return Err(CompactError::Refused {
+                    day,
+                    why: format!(
+                        "another compaction ({}) holds the lease {key} since {}, until {} at the \
+                         latest; two runs would race on the same files, so try again after it",
+                        other.holder, other.acquired_at, other.expires_at
+                    ),
+                })
+            }
+        };
+        let result = work().await;
+        if let Err(error) = lease::release(self.leases.as_ref(), lease).await {
+            tracing::warn!(%error, "could not release the compaction lease: it expires by itself");
+        }
+        result
+    }
+
+    async fn handle_leased(&self, request: Request) -> Result<Report, CompactError> {
         let started = std::time::Instant::now();
         // One listing of the lake serves every day this invocation compacts: compacting a day
         // touches only its own `part-{day}-*` files and manifest.
         let lake = self.list_lake().await?;
-        let mut report = self
-            .run_listed(request.day, request.force, &lake)
-            .await
-            .inspect_err(|error| {
-                tracing::error!(%error, day = %request.day, "compaction failed");
-            })?;
+        let mut report = self.run_listed(request.day, request.force, &lake).await?;
         if request.catch_up {
             self.catch_up(request.day, &lake, &mut report).await?;
         }
@@ -279,8 +334,11 @@ impl Compact {
 
     /// Compacts arrival day `day`; with `force`, even if staging it compacted before is gone.
     pub async fn run_with(&self, day: Date, force: bool) -> Result<Report, CompactError> {
-        let lake = self.list_lake().await?;
-        self.run_listed(day, force, &lake).await
+        self.leased(day, || async {
+            let lake = self.list_lake().await?;
+            self.run_listed(day, force, &lake).await
+        })
+        .await
     }
 
     async fn run_listed(

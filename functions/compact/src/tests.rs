@@ -564,3 +564,47 @@ async fn large_events_are_encoded_by_bytes_not_only_by_row_count() {
         report.peak_buffered_bytes
     );
 }
+
+#[tokio::test]
+async fn a_run_refuses_while_another_holds_the_lease_and_gives_its_own_back() {
+    let store = MemoryObjectStore::default();
+    stage(&store, "shardId-000000000000", &en(&[1, 2, 3])).await;
+    let (compact, _) = compactor(&store);
+    let lease_key = Prefixes::default().compaction_lease_key();
+    let other = lease::LeaseRecord::new("another run", time::now_micros(), lease::LEASE_MICROS);
+    store
+        .put(&lease_key, Bytes::from(other.to_json()))
+        .await
+        .unwrap();
+
+    let error = compact.handle(&json!({ "day": DAY })).await.unwrap_err();
+    let CompactError::Refused { why, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(
+        why.contains("another compaction (another run) holds the lease"),
+        "{why}"
+    );
+    assert_eq!(store.keys().len(), 2, "the refused run wrote something");
+
+    // Once the holder is done, the run goes ahead and leaves no lease behind, whether it
+    // succeeds or fails.
+    store
+        .delete(std::slice::from_ref(&lease_key))
+        .await
+        .unwrap();
+    let report = compact.handle(&json!({ "day": DAY })).await.unwrap();
+    assert_eq!(report.rows_written, 3);
+    assert!(store.object(&lease_key).is_none());
+    // A run that fails (here: its staging expired, and it refuses to shrink the lake) gives the
+    // lease back too.
+    let staging: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("staging/"))
+        .collect();
+    store.delete(&staging).await.unwrap();
+    let error = compact.handle(&json!({ "day": DAY })).await.unwrap_err();
+    assert!(error.to_string().contains("are gone"), "{error}");
+    assert!(store.object(&lease_key).is_none());
+}
