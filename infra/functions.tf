@@ -204,6 +204,20 @@ data "aws_iam_policy_document" "compact" {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${local.logs_arn}/${local.compact_name}:*"]
   }
+  # Registering partitions needs the catalog, the database and the table (Glue developer guide,
+  # "Specifying AWS Glue resource ARNs").
+  dynamic "statement" {
+    for_each = var.enable_glue ? [1] : []
+    content {
+      sid     = "RegisterLakePartitions"
+      actions = ["glue:GetTable", "glue:BatchCreatePartition"]
+      resources = [
+        "arn:${local.partition}:glue:${var.region}:${local.account_id}:catalog",
+        "arn:${local.partition}:glue:${var.region}:${local.account_id}:database/${local.glue_database}",
+        "arn:${local.partition}:glue:${var.region}:${local.account_id}:table/${local.glue_database}/${local.glue_table}",
+      ]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "compact" {
@@ -238,7 +252,11 @@ resource "aws_lambda_function" "compact" {
 
   environment {
     # The scheduled run looks back as far as staging is kept for days with late data.
-    variables = merge(local.common_environment, { STAGING_RETENTION_DAYS = tostring(var.staging_expiration_days) })
+    variables = merge(
+      local.common_environment,
+      { STAGING_RETENTION_DAYS = tostring(var.staging_expiration_days) },
+      var.enable_glue ? { GLUE_DATABASE = local.glue_database, GLUE_TABLE = local.glue_table } : {},
+    )
   }
 
   dead_letter_config {

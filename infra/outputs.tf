@@ -41,9 +41,12 @@ output "dashboard_url" {
   value = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards:name=${aws_cloudwatch_dashboard.pipeline.dashboard_name}"
 }
 
-output "athena_table" {
-  description = "Query with Athena: SELECT * FROM <this> WHERE year = 2024 AND month = 4 AND day = 11"
-  value       = "${aws_glue_catalog_database.lake.name}.${aws_glue_catalog_table.events.name}"
+output "athena_tables" {
+  description = "Glue tables for Athena: the compacted lake (events) and today's staging (staging); null without Glue."
+  value = var.enable_glue ? {
+    events  = "${aws_glue_catalog_database.lake[0].name}.${aws_glue_catalog_table.events[0].name}"
+    staging = "${aws_glue_catalog_database.lake[0].name}.${aws_glue_catalog_table.staging[0].name}"
+  } : null
 }
 
 output "kms_key" {

@@ -65,6 +65,12 @@ variable "compact_memory_mb" {
   default = 2048
 }
 
+variable "enable_glue" {
+  description = "Create the Glue database and tables for Athena (compaction then registers the partitions it writes). Off for LocalStack's community edition, which has no Glue."
+  type        = bool
+  default     = true
+}
+
 variable "compact_reserved_concurrency" {
   description = "Reserved concurrency of compact; null reserves none (accounts at the default concurrency quota cannot reserve any). Compaction's lease keeps runs apart either way."
   type        = number

@@ -8,6 +8,8 @@ with open(os.environ["PLAN_JSON"]) as plan_file:
     PLAN = json.load(plan_file)
 RESOURCES = {r["address"]: r["change"]["after"] for r in PLAN["resource_changes"]}
 CONFIGURATION = {r["address"]: r for r in PLAN["configuration"]["root_module"]["resources"]}
+with open(os.path.join(os.path.dirname(__file__), "..", "..", "events", "catalogue.json")) as catalogue_file:
+    CATALOGUE = json.load(catalogue_file)
 BUCKET = "arn:aws:s3:::event-pipeline-lake-123456789012-eu-west-1"
 
 
@@ -191,23 +193,46 @@ class Lake(unittest.TestCase):
         self.assertEqual(stream["encryption_type"], "KMS")
         self.assertEqual(stream["stream_mode_details"], [{"stream_mode": "ON_DEMAND"}])
 
-    def test_glue_table_projects_partitions_and_follows_the_catalogue(self):
-        table = resource("aws_glue_catalog_table.events")
-        params = table["parameters"]
-        self.assertEqual(params["projection.enabled"], "true")
-        self.assertEqual(params["projection.language.type"], "injected")
-        self.assertEqual(
-            params["storage.location.template"],
-            "s3://event-pipeline-lake-123456789012-eu-west-1/processed/year=${year}/month=${month}/day=${day}/language=${language}",
-        )
+    def test_the_lake_table_lists_partitions_compaction_registers_and_follows_the_catalogue(self):
+        table = resource("aws_glue_catalog_table.events[0]")
+        # No projection: an injected column would make Athena reject every query without an
+        # equality filter on it, and the default partition could not be reached with IS NULL.
+        self.assertFalse([k for k in table["parameters"] if k.startswith("projection.")], table["parameters"])
         columns = {c["name"]: c["type"] for c in table["storage_descriptor"][0]["columns"]}
-        with open(os.path.join(os.path.dirname(__file__), "..", "..", "events", "catalogue.json")) as f:
-            catalogue = json.load(f)
         types = {"string": "string", "integer": "bigint", "number": "double", "boolean": "boolean"}
-        for name, field in catalogue["fields"].items():
+        for name, field in CATALOGUE["fields"].items():
             self.assertEqual(columns[name], types[field["type"]], name)
         self.assertEqual(columns["created_at"], "timestamp")
         self.assertEqual([p["name"] for p in table["partition_keys"]], ["year", "month", "day", "language"])
+        # compact registers the partitions it writes in exactly this table, and may do nothing else.
+        env = resource("aws_lambda_function.compact")["environment"][0]["variables"]
+        self.assertEqual((env["GLUE_DATABASE"], env["GLUE_TABLE"]),
+                         (resource("aws_glue_catalog_database.lake[0]")["name"], table["name"]))
+        glue = {a: r for a, r in grants(policy("aws_iam_role_policy.compact")).items() if a.startswith("glue:")}
+        arn = "arn:aws:glue:eu-west-1:123456789012"
+        self.assertEqual(glue, {action: {f"{arn}:catalog", f"{arn}:database/event_pipeline_lake",
+                                         f"{arn}:table/event_pipeline_lake/events"}
+                                for action in ("glue:GetTable", "glue:BatchCreatePartition")})
+
+    def test_the_staging_table_projects_every_minute_of_the_staging_layout(self):
+        table = resource("aws_glue_catalog_table.staging[0]")
+        params = table["parameters"]
+        partitions = ["year", "month", "day", "hour", "minute"]
+        self.assertEqual([p["name"] for p in table["partition_keys"]], partitions)
+        self.assertEqual({params[f"projection.{p}.type"] for p in partitions}, {"integer"})
+        self.assertEqual([params[f"projection.{p}.range"] for p in partitions[1:]], ["1,12", "1,31", "0,23", "0,59"])
+        self.assertEqual({params[f"projection.{p}.digits"] for p in partitions[1:]}, {"2"})
+        # The contract's staging key: staging/year=YYYY/month=MM/day=DD/hour=HH/minute=mm/{shard}-{seq}.ndjson
+        self.assertEqual(
+            params["storage.location.template"],
+            "s3://event-pipeline-lake-123456789012-eu-west-1/staging/year=${year}/month=${month}/day=${day}/hour=${hour}/minute=${minute}/",
+        )
+        storage = table["storage_descriptor"][0]
+        self.assertEqual(storage["ser_de_info"][0]["serialization_library"], "org.openx.data.jsonserde.JsonSerDe")
+        columns = {c["name"]: c["type"] for c in storage["columns"]}
+        self.assertEqual(columns["event_type"], "string")
+        self.assertIn("language_id:string", columns["event_specifics"])
+        self.assertNotIn("injected", json.dumps(PLAN["configuration"]))
 
 
 class Observability(unittest.TestCase):

@@ -37,7 +37,8 @@ pub async fn load_sdk_config() -> SdkConfig {
         .await
 }
 
-fn context(error: impl std::error::Error) -> String {
+/// An SDK error with its whole chain of causes, on one line.
+pub fn context(error: impl std::error::Error) -> String {
     DisplayErrorContext(error).to_string()
 }
 

@@ -49,6 +49,15 @@ pub struct CompactConfig {
     /// `STAGING_RETENTION_DAYS`: how long staging is kept (the bucket's lifecycle rule). The
     /// scheduled run looks this far back for days whose staging changed since their compaction.
     pub staging_retention_days: u32,
+    /// `GLUE_DATABASE` and `GLUE_TABLE`: the table whose partitions compaction registers; none
+    /// when both are unset.
+    pub glue_table: Option<GlueTable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlueTable {
+    pub database: String,
+    pub table: String,
 }
 
 pub const DEFAULT_STAGING_RETENTION_DAYS: u32 = 14;
@@ -67,9 +76,19 @@ impl CompactConfig {
                     why: format!("`{text}` is not a whole number of days from 1 to 3650"),
                 })?,
         };
+        let glue_table = match (
+            optional(lookup, "GLUE_DATABASE"),
+            optional(lookup, "GLUE_TABLE"),
+        ) {
+            (None, None) => None,
+            (Some(database), Some(table)) => Some(GlueTable { database, table }),
+            (Some(_), None) => return Err(ConfigError::Missing("GLUE_TABLE")),
+            (None, Some(_)) => return Err(ConfigError::Missing("GLUE_DATABASE")),
+        };
         Ok(CompactConfig {
             common,
             staging_retention_days,
+            glue_table,
         })
     }
 
@@ -305,6 +324,26 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().starts_with("STAGING_RETENTION_DAYS"));
+        assert_eq!(c.glue_table, None);
+        let c = CompactConfig::from_lookup(&lookup(&[
+            ("DATA_LAKE_BUCKET", "lake"),
+            ("GLUE_DATABASE", "lake_db"),
+            ("GLUE_TABLE", "events"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.glue_table,
+            Some(GlueTable {
+                database: "lake_db".into(),
+                table: "events".into()
+            })
+        );
+        let err = CompactConfig::from_lookup(&lookup(&[
+            ("DATA_LAKE_BUCKET", "lake"),
+            ("GLUE_DATABASE", "lake_db"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.to_string(), "GLUE_TABLE is required but not set");
     }
 
     #[test]

@@ -46,6 +46,31 @@ pub fn hive_escape(value: &str) -> String {
     out
 }
 
+/// The inverse of [`hive_escape`]: the value a reader of the folder name sees. A `%` not followed by
+/// two hex digits stays as it is, as in Hive's `FileUtils.unescapePathName`.
+pub fn hive_unescape(folder: &str) -> String {
+    let bytes = folder.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// The partition of a `language_id` that cannot name a folder: not a string, or longer than
 /// [`MAX_LANGUAGE_BYTES`]. The row keeps the value in its column (or in `extra_specifics`).
 pub const INVALID_LANGUAGE_PARTITION: &str = "__INVALID_LANGUAGE__";
@@ -199,6 +224,23 @@ impl Prefixes {
         )
     }
 
+    /// The partition a processed key is in (the inverse of [`Prefixes::processed_key`]), or
+    /// `None` for a key of another shape.
+    pub fn parse_processed_partition(&self, key: &str) -> Option<ProcessedPartition> {
+        let rest = key.strip_prefix(&self.processed)?.strip_prefix('/')?;
+        let mut folders = rest.split('/');
+        let mut value = |name: &str| folders.next()?.strip_prefix(name);
+        let (year, month, day) = (value("year=")?, value("month=")?, value("day=")?);
+        let language = value("language=")?;
+        let event_day = Date::parse(&format!("{year}-{month}-{day}"))?;
+        let folder = self.processed_partition(event_day, language);
+        key.starts_with(&folder).then(|| ProcessedPartition {
+            event_day,
+            language: hive_unescape(language),
+            folder,
+        })
+    }
+
     /// What compacting arrival day `day` consumed and wrote:
     /// `{PROCESSED_PREFIX}/_manifests/arrival_day=YYYY-MM-DD.json`. Folders whose names start with
     /// `_` are skipped by Athena, Hive, Spark and DuckDB's hive partitioning, so the lake's readers
@@ -227,6 +269,17 @@ impl Prefixes {
             part_file_name(arrival_day, part)
         )
     }
+}
+
+/// One partition of the lake: an event day and a language, as a catalogue (Glue) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessedPartition {
+    pub event_day: Date,
+    /// The value readers see: unescaped; [`HIVE_DEFAULT_PARTITION`], which Hive, Athena and Spark
+    /// read as NULL; or [`INVALID_LANGUAGE_PARTITION`].
+    pub language: String,
+    /// Its key prefix, ending in `/`.
+    pub folder: String,
 }
 
 pub fn part_file_name(arrival_day: Date, part: u32) -> String {
@@ -474,6 +527,32 @@ pub fn parse_quarantine_line(line: &str) -> Result<QuarantineLine, String> {
 mod tests {
     use super::*;
     use crate::catalogue::Catalogue;
+
+    #[test]
+    fn a_processed_key_names_its_partition() {
+        let p = Prefixes {
+            processed: "lake/processed".into(),
+            ..Prefixes::default()
+        };
+        let day = Date::parse("2024-04-09").unwrap();
+        for language in ["lang_en", "a/b=c%", "日本", "100%", HIVE_DEFAULT_PARTITION] {
+            let folder = language_partition(&Language::Text(language.into()));
+            let key = p.processed_key(day, &folder, day.succ(), 50_000);
+            let partition = p.parse_processed_partition(&key).unwrap();
+            assert_eq!(partition.event_day, day, "{key}");
+            assert_eq!(partition.language, language, "{key}");
+            assert_eq!(partition.folder, p.processed_partition(day, &folder));
+            assert_eq!(hive_unescape(&hive_escape(language)), language);
+        }
+        assert_eq!(hive_unescape("%zz%4"), "%zz%4");
+        for other in [
+            "lake/processed/_manifests/arrival_day=2024-04-09.json",
+            "lake/processed/year=2024/month=13/day=01/language=x/part-20240409-00000.parquet",
+            "processed/year=2024/month=04/day=09/language=x/part-20240409-00000.parquet",
+        ] {
+            assert_eq!(p.parse_processed_partition(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn hive_escaping_keeps_values_in_their_folder() {

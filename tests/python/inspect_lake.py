@@ -38,6 +38,16 @@ if files:
             "SELECT year, month, day, language, count(*) FROM read_parquet(?, hive_partitioning = true) "
             "GROUP BY ALL ORDER BY ALL", [glob]).fetchall()
     ]
+    # The README's Athena queries, as DuckDB spells them over the same layout: the default
+    # partition's folder reads as NULL.
+    lake = "read_parquet(?, hive_partitioning = true)"
+    out["duckdb"]["readme_query"] = [
+        list(r) for r in con.execute(
+            f"SELECT language, event_type, count(*) FROM {lake} "
+            "WHERE year = 2024 AND month = 4 AND day = 11 GROUP BY 1, 2 ORDER BY ALL", [glob]).fetchall()
+    ]
+    out["duckdb"]["no_language"] = con.execute(
+        f"SELECT count(*) FROM {lake} WHERE language IS NULL", [glob]).fetchone()[0]
     out["duckdb"]["distinct_ids"] = con.execute(
         "SELECT count(DISTINCT event_uuid), count(*) FROM read_parquet(?)", [glob]).fetchone()
 print(json.dumps(out, default=str))

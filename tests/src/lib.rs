@@ -163,7 +163,7 @@ impl Lake {
             std::fs::write(&path, self.object(&key).await).unwrap();
         }
         std::fs::create_dir_all(&dir).unwrap();
-        let view = python_json("inspect_lake.py", &dir);
+        let view = python_json("inspect_lake.py", &[&dir]);
         let _ = std::fs::remove_dir_all(&dir);
         view
     }
@@ -249,9 +249,9 @@ impl Lake {
     }
 }
 
-/// Runs `tests/python/{script}` on `input` with the venv's Python (`PIPELINE_PYTHON`) and reads
+/// Runs `tests/python/{script}` with `args` with the venv's Python (`PIPELINE_PYTHON`) and reads
 /// the JSON it prints.
-pub fn python_json(script: &str, input: &std::path::Path) -> Value {
+pub fn python_json<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> Value {
     let python = std::env::var("PIPELINE_PYTHON").unwrap_or_else(|_| {
         panic!("PIPELINE_PYTHON is not set: run the tests with `make test` (scripts/with-moto.sh)")
     });
@@ -261,7 +261,7 @@ pub fn python_json(script: &str, input: &std::path::Path) -> Value {
                 .join("python")
                 .join(script),
         )
-        .arg(input)
+        .args(args)
         .output()
         .expect("running the venv's Python");
     assert!(

@@ -10,7 +10,7 @@ use pipeline::fixtures::{
 };
 use pipeline::layout::{Minute, Prefixes};
 use pipeline::time::Date;
-use pipeline_tests::{binary, kinesis_payload, Lake};
+use pipeline_tests::{binary, kinesis_payload, python_json, Lake};
 use serde_json::{json, Value};
 
 const DAY: &str = "2024-04-11";
@@ -541,4 +541,80 @@ async fn a_second_run_refuses_while_the_first_holds_the_lease_and_a_dead_runs_le
     assert_eq!(report["rows_written"], 20);
     assert!(lake.keys(&lease_key).await.is_empty());
     assert_each_event_once(&lake, 20).await;
+}
+
+#[tokio::test]
+async fn every_partition_compaction_writes_is_in_the_glue_table_and_the_readme_query_reads_it() {
+    let lake = Lake::new("compact-glue").await;
+    let (database, table) = (format!("db_{}", lake.bucket.replace('-', "_")), "events");
+    python_json("glue_table.py", &["create", &database, table, &lake.bucket]);
+    let login = |n: u64| {
+        with_specifics(
+            n,
+            "user:login",
+            json!(1712844605),
+            json!({"device": "iOS", "user_location": "Paris"}),
+        )
+    };
+    stage(
+        &lake,
+        "shardId-000000000000",
+        0,
+        &[
+            (1, event_with_language(1, "lang_en")),
+            (2, login(2)),
+            (3, event_with_language(3, "a/b=c%")),
+            (4, event_with_language(4, "lang_xx_not_in_any_catalogue")),
+            (5, login(5)),
+        ],
+    )
+    .await;
+    let mut env = lake.env();
+    env.push(("GLUE_DATABASE".into(), database.clone()));
+    env.push(("GLUE_TABLE".into(), table.into()));
+    let mut compact = LambdaProcess::spawn(&binary("compact"), "compact", &env)
+        .await
+        .unwrap();
+    // Twice: registering is idempotent.
+    for _ in 0..2 {
+        let outcome = compact
+            .invoke(&json!({"day": DAY}), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let Outcome::Response(report) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(report["rows_written"], 5);
+    }
+
+    let partitions = python_json("glue_table.py", &["partitions", &database, table]);
+    let dir = format!("s3://{}/processed/year=2024/month=04/day=11", lake.bucket);
+    let serde = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe";
+    let expected: Vec<Value> = [
+        ("__HIVE_DEFAULT_PARTITION__", "__HIVE_DEFAULT_PARTITION__"),
+        ("a/b=c%", "a%2Fb%3Dc%25"),
+        ("lang_en", "lang_en"),
+        ("lang_xx_not_in_any_catalogue", "lang_xx_not_in_any_catalogue"),
+    ]
+    .iter()
+    .map(|(value, folder)| {
+        json!({"values": ["2024", "04", "11", value], "location": format!("{dir}/language={folder}/"),
+               "serde": serde, "input_format": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"})
+    })
+    .collect();
+    assert_eq!(partitions, json!(expected));
+
+    // Every registered location holds files, and the README's query shape reads them all,
+    // the default partition as NULL.
+    let view = lake.inspect_processed().await;
+    assert_eq!(
+        view["duckdb"]["readme_query"],
+        json!([
+            ["a/b=c%", "game", 1],
+            ["lang_en", "game", 1],
+            ["lang_xx_not_in_any_catalogue", "game", 1],
+            [null, "user", 2]
+        ])
+    );
+    assert_eq!(view["duckdb"]["no_language"], 2);
 }

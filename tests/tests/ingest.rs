@@ -689,7 +689,7 @@ async fn aggregates_made_by_the_aws_labs_library_are_unpacked_by_the_built_binar
         .collect();
     let input = std::env::temp_dir().join(format!("{}-events.json", lake.bucket));
     std::fs::write(&input, serde_json::to_vec(&events).unwrap()).unwrap();
-    let reference = python_json("kpl_reference.py", &input);
+    let reference = python_json("kpl_reference.py", &[&input]);
     let _ = std::fs::remove_file(&input);
     let aggregates = reference["aggregates"].as_array().unwrap();
 

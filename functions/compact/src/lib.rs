@@ -20,6 +20,7 @@
 //!   compacts again every earlier day, within staging retention, whose staging changed since: late
 //!   data reaches the lake by itself.
 
+pub mod catalog;
 pub mod lease;
 mod manifest;
 mod sink;
@@ -198,6 +199,8 @@ pub struct Compact {
     /// Where the lease lives: the same bucket, through its conditional writes.
     pub leases: Arc<dyn ConditionalStore>,
     pub metrics: Arc<dyn MetricsSink>,
+    /// The table whose partitions each run registers (Glue), when one is configured.
+    pub catalog: Option<Arc<dyn catalog::PartitionCatalog>>,
     pub settings: Settings,
     /// How many days back the scheduled run looks for late data.
     pub staging_retention_days: u32,
@@ -217,6 +220,7 @@ impl Compact {
             objects: store.clone(),
             leases: store,
             metrics,
+            catalog: None,
             settings: Settings::default(),
             staging_retention_days: DEFAULT_STAGING_RETENTION_DAYS,
         }
@@ -232,6 +236,14 @@ impl Compact {
             Arc::from(pipeline::aws::metrics_sink(&sdk, common)),
         );
         compact.staging_retention_days = config.staging_retention_days;
+        compact.catalog = config.glue_table.as_ref().map(|glue| {
+            Arc::new(catalog::GlueCatalog::new(
+                &sdk,
+                &glue.database,
+                &glue.table,
+                &common.bucket,
+            )) as Arc<dyn catalog::PartitionCatalog>
+        });
         compact
     }
 
@@ -469,6 +481,17 @@ impl Compact {
             }
         }?;
 
+        // Before the old files go and the manifest is written: if registering fails, the day is
+        // compacted, and registered, again by the next run.
+        if let Some(catalog) = &self.catalog {
+            let partitions: std::collections::BTreeSet<_> = files
+                .iter()
+                .filter_map(|key| self.prefixes.parse_processed_partition(key))
+                .collect();
+            catalog
+                .register(&partitions.into_iter().collect::<Vec<_>>())
+                .await?;
+        }
         let written: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
         let leftovers: Vec<String> = earlier_parts
             .into_iter()

@@ -608,3 +608,52 @@ async fn a_run_refuses_while_another_holds_the_lease_and_gives_its_own_back() {
     assert!(error.to_string().contains("are gone"), "{error}");
     assert!(store.object(&lease_key).is_none());
 }
+
+#[tokio::test]
+async fn every_partition_written_is_registered_in_the_catalogue_once() {
+    let store = MemoryObjectStore::default();
+    let login = json!({"event_uuid": uuid(3), "created_at": 1712844605, "event_name": "user:login",
+                       "event_specifics": {"device": "iOS", "user_location": "Paris"}});
+    stage(
+        &store,
+        "shardId-000000000000",
+        &[
+            (1, event_with_language(1, "lang_en")),
+            (2, event_with_language(2, "a/b=c%")),
+            (3, login.to_string().into_bytes()),
+            (4, event_with_language(4, "lang_en")),
+        ],
+    )
+    .await;
+    let (mut compact, _) = compactor(&store);
+    let catalog = Arc::new(catalog::MemoryCatalog::default());
+    compact.catalog = Some(catalog.clone());
+    compact.run(day()).await.unwrap();
+    compact.run(day()).await.unwrap();
+
+    let registered: Vec<(String, String)> = catalog
+        .partitions
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| (catalog::partition_values(p).join("|"), p.folder.clone()))
+        .collect();
+    let dir = "processed/year=2024/month=04/day=11";
+    assert_eq!(
+        registered,
+        [
+            (
+                "2024|04|11|__HIVE_DEFAULT_PARTITION__".to_string(),
+                format!("{dir}/language=__HIVE_DEFAULT_PARTITION__/")
+            ),
+            (
+                "2024|04|11|a/b=c%".to_string(),
+                format!("{dir}/language=a%2Fb%3Dc%25/")
+            ),
+            (
+                "2024|04|11|lang_en".to_string(),
+                format!("{dir}/language=lang_en/")
+            ),
+        ]
+    );
+}
