@@ -214,6 +214,22 @@ resource "aws_cloudwatch_dashboard" "pipeline" {
         ]
       } }),
       merge(local.widget, { properties = {
+        title = "Quarantined records by reason", region = var.region, stat = "Sum", period = 300,
+        # One line per reason code ingest has seen: the metric carries a Reason dimension.
+        metrics = [[{
+          expression = "SEARCH('{${local.namespace},FunctionName,Reason} MetricName=\"RecordsQuarantinedByReason\" FunctionName=\"${local.ingest_name}\"', 'Sum', 300)"
+          id         = "reasons"
+          label      = ""
+        }]]
+      } }),
+      merge(local.widget, { properties = {
+        title = "Cold starts", region = var.region, stat = "Sum", period = 300,
+        metrics = [
+          [local.namespace, "ColdStart", "FunctionName", local.ingest_name],
+          [local.namespace, "ColdStart", "FunctionName", local.compact_name],
+        ]
+      } }),
+      merge(local.widget, { properties = {
         title = "Bytes written", region = var.region, stat = "Sum", period = 3600,
         metrics = [
           [local.namespace, "StagingBytesWritten", "FunctionName", local.ingest_name],

@@ -266,8 +266,11 @@ class Observability(unittest.TestCase):
         body = resource("aws_cloudwatch_dashboard.pipeline")["dashboard_body"]
         for metric in ("Invocations", "Errors", "Duration", "IteratorAge", "IncomingRecords", "EventsWritten",
                        "DuplicatesDropped", "RecordsQuarantined", "EventsCompacted", "DaysRecompacted",
-                       "LateObjectsFound", "LinesQuarantined", "PutRequests"):
+                       "LateObjectsFound", "LinesQuarantined", "PutRequests", "ColdStart"):
             self.assertIn(f'"{metric}"', body, metric)
+        # Quarantine by reason: every Reason value of the metric, whatever codes appear.
+        self.assertIn('SEARCH(\'{EventPipeline,FunctionName,Reason} MetricName=\\"RecordsQuarantinedByReason\\" '
+                      'FunctionName=\\"event-pipeline-ingest\\"\', \'Sum\', 300)', body)
 
     def test_alarms_cover_lag_errors_dead_letters_and_quarantine_rate(self):
         alarms = {r["alarm_name"] for a, r in RESOURCES.items() if a.startswith("aws_cloudwatch_metric_alarm.")}

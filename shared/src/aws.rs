@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::config::{CommonConfig, MetricsSinkKind};
 use crate::ports::{
     ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, Metric, MetricsSink,
-    MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError,
+    MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError, COLD_START,
 };
 
 /// The shared SDK configuration, loaded once at cold start. The SDK reads `AWS_ENDPOINT_URL`
@@ -455,13 +455,18 @@ impl MetricsSink for CloudWatchMetrics {
         let data: Vec<MetricDatum> = metrics
             .iter()
             .map(|m| {
-                MetricDatum::builder()
+                let datum = MetricDatum::builder()
                     .metric_name(m.name)
                     .value(m.value)
                     .unit(StandardUnit::from(m.unit.name()))
                     .timestamp(now)
-                    .dimensions(dimension.clone())
-                    .build()
+                    .dimensions(dimension.clone());
+                match m.dimension {
+                    Some((name, value)) => datum
+                        .dimensions(Dimension::builder().name(name).value(value).build())
+                        .build(),
+                    None => datum.build(),
+                }
             })
             .collect();
         // PutMetricData takes at most 1,000 data points per call.
@@ -487,26 +492,48 @@ pub struct EmfMetrics {
 }
 
 impl EmfMetrics {
-    pub fn line(&self, metrics: &[Metric], timestamp_ms: u128) -> String {
-        let definitions: Vec<serde_json::Value> = metrics
-            .iter()
-            .map(|m| serde_json::json!({"Name": m.name, "Unit": m.unit.name()}))
-            .collect();
-        let mut root = serde_json::json!({
-            "_aws": {
-                "Timestamp": timestamp_ms as u64,
-                "CloudWatchMetrics": [{
-                    "Namespace": self.namespace,
-                    "Dimensions": [["FunctionName"]],
-                    "Metrics": definitions,
-                }]
-            },
-            "FunctionName": self.function_name,
-        });
-        for m in metrics {
-            root[m.name] = serde_json::json!(m.value);
+    /// One line for the metrics under `FunctionName` alone, and one for each other dimension value
+    /// (an EMF document gives each dimension a single value).
+    pub fn lines(&self, metrics: &[Metric], timestamp_ms: u128) -> Vec<String> {
+        type Dimension = Option<(&'static str, &'static str)>;
+        let mut groups: Vec<(Dimension, Vec<&Metric>)> = Vec::new();
+        for metric in metrics {
+            match groups.iter_mut().find(|(d, _)| *d == metric.dimension) {
+                Some((_, group)) => group.push(metric),
+                None => groups.push((metric.dimension, vec![metric])),
+            }
         }
-        root.to_string()
+        groups
+            .into_iter()
+            .map(|(dimension, group)| {
+                let definitions: Vec<serde_json::Value> = group
+                    .iter()
+                    .map(|m| serde_json::json!({"Name": m.name, "Unit": m.unit.name()}))
+                    .collect();
+                let dimensions = match dimension {
+                    Some((name, _)) => serde_json::json!([["FunctionName", name]]),
+                    None => serde_json::json!([["FunctionName"]]),
+                };
+                let mut root = serde_json::json!({
+                    "_aws": {
+                        "Timestamp": timestamp_ms as u64,
+                        "CloudWatchMetrics": [{
+                            "Namespace": self.namespace,
+                            "Dimensions": dimensions,
+                            "Metrics": definitions,
+                        }]
+                    },
+                    "FunctionName": self.function_name,
+                });
+                if let Some((name, value)) = dimension {
+                    root[name] = serde_json::json!(value);
+                }
+                for m in group {
+                    root[m.name] = serde_json::json!(m.value);
+                }
+                root.to_string()
+            })
+            .collect()
     }
 }
 
@@ -517,12 +544,42 @@ impl MetricsSink for EmfMetrics {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let mut line = self.line(metrics, now);
-        line.push('\n');
+        let mut out = String::new();
+        for line in self.lines(metrics, now) {
+            out.push_str(&line);
+            out.push('\n');
+        }
         std::io::stdout()
             .lock()
-            .write_all(line.as_bytes())
+            .write_all(out.as_bytes())
             .map_err(|e| StoreError::new("EMF write to stdout", e.to_string()))
+    }
+}
+
+/// Adds [`COLD_START`] to the first publish of the process: sinks are built once per cold start.
+pub struct CountColdStart<S> {
+    inner: S,
+    cold: std::sync::atomic::AtomicBool,
+}
+
+impl<S> CountColdStart<S> {
+    pub fn new(inner: S) -> Self {
+        CountColdStart {
+            inner,
+            cold: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: MetricsSink> MetricsSink for CountColdStart<S> {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
+        if self.cold.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let mut first = metrics.to_vec();
+            first.push(Metric::count(COLD_START, 1));
+            return self.inner.publish(&first).await;
+        }
+        self.inner.publish(metrics).await
     }
 }
 
@@ -538,15 +595,15 @@ impl MetricsSink for NoMetrics {
 /// The sink `METRICS_SINK` asks for.
 pub fn metrics_sink(sdk: &SdkConfig, config: &CommonConfig) -> Box<dyn MetricsSink> {
     match config.metrics_sink {
-        MetricsSinkKind::Emf => Box::new(EmfMetrics {
+        MetricsSinkKind::Emf => Box::new(CountColdStart::new(EmfMetrics {
             namespace: config.metrics_namespace.clone(),
             function_name: config.function_name.clone(),
-        }),
-        MetricsSinkKind::CloudWatch => Box::new(CloudWatchMetrics {
+        })),
+        MetricsSinkKind::CloudWatch => Box::new(CountColdStart::new(CloudWatchMetrics {
             client: aws_sdk_cloudwatch::Client::new(sdk),
             namespace: config.metrics_namespace.clone(),
             function_name: config.function_name.clone(),
-        }),
+        })),
         MetricsSinkKind::Off => Box::new(NoMetrics),
     }
 }
@@ -556,28 +613,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emf_line_declares_every_metric_under_the_function_dimension() {
+    fn emf_lines_declare_every_metric_under_the_function_and_its_own_dimension() {
         let emf = EmfMetrics {
             namespace: "EventPipeline".into(),
             function_name: "ingest".into(),
         };
-        let line = emf.line(
+        let lines = emf.lines(
             &[
                 Metric::count("RecordsReceived", 3),
                 Metric::bytes("StagingBytesWritten", 10),
+                Metric::count("RecordsQuarantinedByReason", 2).by("Reason", "invalid_json"),
+                Metric::count("RecordsQuarantinedByReason", 1).by("Reason", "not_utf8"),
             ],
             1_700_000_000_000,
         );
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        let v: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v.len(), 3);
+        let directive = &v[0]["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "EventPipeline");
         assert_eq!(
             directive["Dimensions"],
             serde_json::json!([["FunctionName"]])
         );
         assert_eq!(directive["Metrics"][1]["Unit"], "Bytes");
-        assert_eq!(v["FunctionName"], "ingest");
-        assert_eq!(v["RecordsReceived"], 3.0);
-        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        assert_eq!(v[0]["FunctionName"], "ingest");
+        assert_eq!(v[0]["RecordsReceived"], 3.0);
+        assert_eq!(v[0]["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        for (line, reason, count) in [(&v[1], "invalid_json", 2.0), (&v[2], "not_utf8", 1.0)] {
+            let directive = &line["_aws"]["CloudWatchMetrics"][0];
+            assert_eq!(
+                directive["Dimensions"],
+                serde_json::json!([["FunctionName", "Reason"]])
+            );
+            assert_eq!(
+                directive["Metrics"],
+                serde_json::json!([{"Name": "RecordsQuarantinedByReason", "Unit": "Count"}])
+            );
+            assert_eq!(
+                (&line["Reason"], &line["RecordsQuarantinedByReason"]),
+                (&serde_json::json!(reason), &serde_json::json!(count))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cold_start_is_counted_once_on_the_first_publish() {
+        let memory = std::sync::Arc::new(crate::memory::MemoryMetrics::default());
+        let sink = CountColdStart::new(memory.clone());
+        sink.publish(&[Metric::count("EventsWritten", 1)])
+            .await
+            .unwrap();
+        sink.publish(&[Metric::count("EventsWritten", 1)])
+            .await
+            .unwrap();
+        assert_eq!(memory.total(COLD_START), 1.0);
+        assert_eq!(memory.total("EventsWritten"), 2.0);
     }
 }

@@ -142,6 +142,8 @@ pub struct Metric {
     pub name: &'static str,
     pub value: f64,
     pub unit: Unit,
+    /// A dimension besides `FunctionName` (`("Reason", "invalid_json")`), if any.
+    pub dimension: Option<(&'static str, &'static str)>,
 }
 
 impl Metric {
@@ -150,6 +152,7 @@ impl Metric {
             name,
             value: value as f64,
             unit: Unit::Count,
+            dimension: None,
         }
     }
 
@@ -158,13 +161,32 @@ impl Metric {
             name,
             value: value as f64,
             unit: Unit::Bytes,
+            dimension: None,
+        }
+    }
+
+    /// The same metric under one more dimension.
+    pub fn by(self, dimension: &'static str, value: &'static str) -> Metric {
+        Metric {
+            dimension: Some((dimension, value)),
+            ..self
         }
     }
 }
 
+/// Counted once per process, on its first publish, as Powertools for AWS Lambda counts cold starts.
+pub const COLD_START: &str = "ColdStart";
+
 #[async_trait]
 pub trait MetricsSink: Send + Sync {
     async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<T: MetricsSink + ?Sized> MetricsSink for std::sync::Arc<T> {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
+        self.as_ref().publish(metrics).await
+    }
 }
 
 /// Publishes, logging a failure instead of returning it: metrics never fail an invocation.

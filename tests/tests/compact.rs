@@ -231,6 +231,10 @@ async fn both_binaries_end_to_end_read_back_by_pyarrow_and_duckdb() {
     assert_eq!(emf[0]["DuplicatesRemoved"], 4.0);
     assert_eq!(emf[0]["ParquetFilesWritten"], 6.0);
     assert_eq!(emf[0]["ParquetBytesWritten"], parquet_bytes as f64);
+    assert_eq!(
+        (&emf[0]["ColdStart"], &emf[1]["ColdStart"]),
+        (&json!(1.0), &Value::Null)
+    );
     // The re-run's metrics are the same: it wrote the same files under other names.
     for name in [
         "EventsCompacted",

@@ -346,10 +346,25 @@ fn emf_totals(lines: &[String]) -> serde_json::Map<String, Value> {
             "EventPipeline"
         );
         assert_eq!(v["FunctionName"], "ingest");
+        // A metric under a second dimension is keyed `Name{Dimension=value}`.
+        let dimensions = &v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0];
+        let extra = dimensions
+            .as_array()
+            .unwrap()
+            .get(1)
+            .and_then(Value::as_str);
         for m in metrics {
-            let name = m["Name"].as_str().unwrap();
-            let sum =
-                totals.get(name).and_then(Value::as_f64).unwrap_or(0.0) + v[name].as_f64().unwrap();
+            let name = match extra {
+                Some(d) => format!(
+                    "{}{{{d}={}}}",
+                    m["Name"].as_str().unwrap(),
+                    v[d].as_str().unwrap()
+                ),
+                None => m["Name"].as_str().unwrap().to_string(),
+            };
+            let name = name.as_str();
+            let sum = totals.get(name).and_then(Value::as_f64).unwrap_or(0.0)
+                + v[m["Name"].as_str().unwrap()].as_f64().unwrap();
             totals.insert(name.to_string(), json!(sum));
         }
     }
@@ -395,6 +410,12 @@ async fn the_binary_serves_the_runtime_api_and_emits_emf_metrics() {
     assert_eq!(totals["EventsWritten"], json!(3.0));
     assert_eq!(totals["DuplicatesDropped"], json!(1.0));
     assert_eq!(totals["RecordsQuarantined"], json!(1.0));
+    assert_eq!(
+        totals["RecordsQuarantinedByReason{Reason=invalid_json}"],
+        json!(1.0)
+    );
+    // Two invocations of one process: one cold start.
+    assert_eq!(totals["ColdStart"], json!(1.0));
     assert_eq!(totals["BatchItemFailures"], json!(0.0));
     assert!(totals["StagingBytesWritten"].as_f64().unwrap() > 0.0);
     assert!(

@@ -262,7 +262,12 @@ impl Ingest {
             write_ms = summary.write_ms,
             "batch done"
         );
-        let metrics = [
+        // Per reason under a name of its own: the emulator (moto) matches a query for
+        // RecordsQuarantined{FunctionName} against {FunctionName, Reason} too, and would count twice.
+        let by_reason = summary.quarantined_by_reason.iter().map(|(reason, n)| {
+            Metric::count("RecordsQuarantinedByReason", *n).by("Reason", reason)
+        });
+        let metrics: Vec<Metric> = [
             Metric::count("RecordsReceived", summary.records_received),
             Metric::count("EventsWritten", summary.events_written),
             Metric::count("DuplicatesDropped", summary.duplicates_dropped),
@@ -272,7 +277,10 @@ impl Ingest {
                 response.batch_item_failures.len() as u64,
             ),
             Metric::bytes("StagingBytesWritten", summary.staging_bytes_written),
-        ];
+        ]
+        .into_iter()
+        .chain(by_reason)
+        .collect();
         publish_metrics(self.metrics.as_ref(), &metrics).await;
         response
     }
