@@ -9,6 +9,8 @@ import re
 PRICES = {
     # https://aws.amazon.com/dynamodb/pricing/on-demand/ : write request units
     "dynamodb_wru": 0.625 / 1e6,
+    # https://aws.amazon.com/dynamodb/pricing/provisioned/ : write capacity unit-hour
+    "dynamodb_wcu_hour": 0.00065,
     # https://aws.amazon.com/s3/pricing/ : S3 Standard PUT, COPY, POST, LIST requests
     "s3_put": 0.005 / 1000,
     # https://aws.amazon.com/lambda/pricing/ : Arm requests and duration
@@ -65,6 +67,15 @@ def table(counts: dict) -> dict:
     ]
     total = sum(r[4] for r in rows)
     without_dedup = total - rows[0][4]
+    # Provisioned capacity (dedup_capacity_mode = "provisioned"): under steady traffic, auto scaling
+    # holds consumed writes at the target utilization, so each claim a second costs 1/target WCU.
+    utilization = terraform_default("dedup_target_utilization") / 100
+    provisioned_per_claim = PRICES["dynamodb_wcu_hour"] / 3600 / utilization
+    provisioned = (
+        f"DynamoDB claims, provisioned with auto scaling at {utilization:.0%} target utilization "
+        "(`dedup_capacity_mode = \"provisioned\"`, steady traffic)", claims,
+        "the same claims, spread evenly over the hours they arrive in",
+        f"${PRICES['dynamodb_wcu_hour']:.5f} / WCU-hour", claims * provisioned_per_claim)
     # Firehose bills each record rounded up to 5 KB; the same events as the producer sent them.
     record_bytes = counts["produced"]["bytes"] / counts["produced"]["events"]
     billed_gb = math.ceil(record_bytes / 5120) * 5120 * 1e6 / 1e9
@@ -75,6 +86,9 @@ def table(counts: dict) -> dict:
         "total": total,
         "without_dedup": without_dedup,
         "dedup_share": rows[0][4] / total,
+        "provisioned": provisioned,
+        "total_provisioned": without_dedup + provisioned[4],
+        "min_capacity_month": terraform_default("dedup_min_write_capacity") * PRICES["dynamodb_wcu_hour"] * 730,
         "record_bytes": record_bytes,
         "firehose_billed_gb": billed_gb,
         "firehose": firehose,
@@ -101,6 +115,10 @@ def markdown(counts: dict) -> list:
         lines.append(f"| {what} | {count:,.0f} | {source} | {price} | ${cost:.4f} |")
     lines += [
         f"| **this pipeline** | | | | **${t['total']:.2f}** |",
+        f"| {t['provisioned'][0]} | {t['provisioned'][1]:,.0f} | {t['provisioned'][2]} | {t['provisioned'][3]} "
+        f"| ${t['provisioned'][4]:.4f} |",
+        f"| **this pipeline, dedup provisioned** (the row above instead of on-demand claims) | | | | "
+        f"**${t['total_provisioned']:.2f}** |",
         f"| **this pipeline without dedup** (DynamoDB removed) | | | | **${t['without_dedup']:.3f}** |",
         f"| Firehose Direct PUT with Parquet conversion, same records ({t['record_bytes']:,.0f} B on average, billed in 5 KB steps) "
         f"| {t['firehose_billed_gb']:.2f} GB billed | producer bytes of the run "
@@ -108,5 +126,12 @@ def markdown(counts: dict) -> list:
         "",
         f"The dedup claims are {t['dedup_share']:.0%} of this pipeline's cost. Firehose costs "
         f"{t['firehose'] / t['total']:.2f}× this pipeline with dedup, and {t['firehose'] / t['without_dedup']:.0f}× it without.",
+        "",
+        f"Provisioned dedup costs {t['provisioned'][4] / t['rows'][0][4]:.0%} of on-demand claims when traffic is "
+        "steady enough for auto scaling to track it; it adds a floor (the minimum capacity, "
+        f"${t['min_capacity_month']:.2f} a month at the default of "
+        f"{terraform_default('dedup_min_write_capacity'):.0f} WCU) and throttles bursts above the current "
+        "capacity until scaling catches up (ingest retries throttled claims, then reports the records "
+        "for redelivery). On-demand stays the default.",
     ]
     return lines

@@ -62,4 +62,11 @@ if terraform plan -input=false -lock=false -no-color -var account_id=12345678901
 fi
 echo "infra checks: a 31-character name is refused at plan time"
 terraform show -json "$work/plan" >"$work/plan.json"
-PLAN_JSON="$work/plan.json" "$python" -m unittest discover -s tests -t . -v
+# The same with the dedup table in provisioned mode, for the assertions on its auto scaling.
+terraform plan -input=false -lock=false -no-color -out="$work/provisioned" \
+  -var account_id=123456789012 -var local_endpoint=http://127.0.0.1:9 \
+  -var dedup_capacity_mode=provisioned -var dedup_min_write_capacity=50 >"$work/provisioned.log" ||
+  { cat "$work/provisioned.log"; exit 1; }
+terraform show -json "$work/provisioned" >"$work/provisioned.json"
+PLAN_JSON="$work/plan.json" PROVISIONED_PLAN_JSON="$work/provisioned.json" \
+  "$python" -m unittest discover -s tests -t . -v

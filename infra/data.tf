@@ -14,8 +14,11 @@ resource "aws_kinesis_stream" "events" {
 
 resource "aws_dynamodb_table" "dedup" {
   name         = local.table_name
-  billing_mode = "PAY_PER_REQUEST"
+  billing_mode = local.dedup_provisioned ? "PROVISIONED" : "PAY_PER_REQUEST"
   hash_key     = "event_uuid"
+  # Claims are conditional writes only: reads stay at the minimum.
+  write_capacity = local.dedup_provisioned ? var.dedup_min_write_capacity : null
+  read_capacity  = local.dedup_provisioned ? 1 : null
 
   attribute {
     name = "event_uuid"
@@ -37,9 +40,45 @@ resource "aws_dynamodb_table" "dedup" {
   }
 
   lifecycle {
+    # Auto scaling owns the write capacity once the table exists.
+    ignore_changes = [write_capacity]
+    precondition {
+      condition     = var.dedup_min_write_capacity >= 1 && var.dedup_min_write_capacity <= var.dedup_max_write_capacity
+      error_message = "dedup_min_write_capacity must be at least 1 and at most dedup_max_write_capacity."
+    }
     precondition {
       condition     = var.dedup_ttl_seconds > var.kinesis_retention_hours * 3600
       error_message = "dedup_ttl_seconds must exceed the stream's retention, or a redelivered record could pass as new."
+    }
+  }
+}
+
+locals {
+  dedup_provisioned = var.dedup_capacity_mode == "provisioned"
+}
+
+# Provisioned mode: target tracking on write capacity utilization.
+resource "aws_appautoscaling_target" "dedup_writes" {
+  count              = local.dedup_provisioned ? 1 : 0
+  service_namespace  = "dynamodb"
+  resource_id        = "table/${aws_dynamodb_table.dedup.name}"
+  scalable_dimension = "dynamodb:table:WriteCapacityUnits"
+  min_capacity       = var.dedup_min_write_capacity
+  max_capacity       = var.dedup_max_write_capacity
+}
+
+resource "aws_appautoscaling_policy" "dedup_writes" {
+  count              = local.dedup_provisioned ? 1 : 0
+  name               = "${var.name}-dedup-writes"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.dedup_writes[0].service_namespace
+  resource_id        = aws_appautoscaling_target.dedup_writes[0].resource_id
+  scalable_dimension = aws_appautoscaling_target.dedup_writes[0].scalable_dimension
+
+  target_tracking_scaling_policy_configuration {
+    target_value = var.dedup_target_utilization
+    predefined_metric_specification {
+      predefined_metric_type = "DynamoDBWriteCapacityUtilization"
     }
   }
 }

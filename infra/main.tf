@@ -10,6 +10,7 @@ provider "aws" {
   dynamic "endpoints" {
     for_each = var.local_endpoint == null ? [] : [var.local_endpoint]
     content {
+      appautoscaling = endpoints.value
       cloudwatch     = endpoints.value
       cloudwatchlogs = endpoints.value
       dynamodb       = endpoints.value

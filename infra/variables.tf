@@ -122,6 +122,42 @@ variable "maximum_record_age_seconds" {
   default     = 86400
 }
 
+variable "dedup_capacity_mode" {
+  description = "The dedup table's capacity: on-demand (pay per claim; the default) or provisioned (write capacity auto scaled between dedup_min/max_write_capacity; cheaper under steady traffic, throttles on sudden bursts until it scales)."
+  type        = string
+  default     = "on-demand"
+  validation {
+    condition     = contains(["on-demand", "provisioned"], var.dedup_capacity_mode)
+    error_message = "dedup_capacity_mode must be on-demand or provisioned."
+  }
+}
+
+variable "dedup_min_write_capacity" {
+  description = "Provisioned mode: the fewest write capacity units auto scaling keeps (each claim of an id under 1 KB takes one)."
+  type        = number
+  default     = 5
+}
+
+variable "dedup_max_write_capacity" {
+  description = "Provisioned mode: the most write capacity units auto scaling may set."
+  type        = number
+  default     = 1000
+  validation {
+    condition     = var.dedup_max_write_capacity >= 1
+    error_message = "dedup_max_write_capacity must be at least 1."
+  }
+}
+
+variable "dedup_target_utilization" {
+  description = "Provisioned mode: the share of write capacity (percent) auto scaling aims to use."
+  type        = number
+  default     = 70
+  validation {
+    condition     = var.dedup_target_utilization >= 20 && var.dedup_target_utilization <= 90
+    error_message = "dedup_target_utilization must be 20-90 (Application Auto Scaling's range for DynamoDB)."
+  }
+}
+
 variable "dedup_ttl_seconds" {
   description = "How long a claimed event id blocks duplicates; above the stream's retention."
   type        = number

@@ -69,6 +69,33 @@ class DedupTable(unittest.TestCase):
         self.assertTrue(table["server_side_encryption"][0]["enabled"])
 
 
+class ProvisionedDedup(unittest.TestCase):
+    """The plan with -var dedup_capacity_mode=provisioned -var dedup_min_write_capacity=50."""
+
+    def setUp(self):
+        with open(os.environ["PROVISIONED_PLAN_JSON"]) as f:
+            plan = json.load(f)
+        self.resources = {r["address"]: r["change"]["after"] for r in plan["resource_changes"]}
+
+    def test_on_demand_is_the_default_with_no_scaling(self):
+        self.assertEqual(resource("aws_dynamodb_table.dedup")["billing_mode"], "PAY_PER_REQUEST")
+        self.assertFalse([a for a in RESOURCES if a.startswith("aws_appautoscaling_")])
+
+    def test_provisioned_writes_are_auto_scaled_by_utilization(self):
+        table = self.resources["aws_dynamodb_table.dedup"]
+        self.assertEqual((table["billing_mode"], table["write_capacity"], table["read_capacity"]), ("PROVISIONED", 50, 1))
+        target = self.resources["aws_appautoscaling_target.dedup_writes[0]"]
+        self.assertEqual((target["service_namespace"], target["resource_id"], target["scalable_dimension"]),
+                         ("dynamodb", "table/event-pipeline-dedup", "dynamodb:table:WriteCapacityUnits"))
+        self.assertEqual((target["min_capacity"], target["max_capacity"]), (50, 1000))
+        policy = self.resources["aws_appautoscaling_policy.dedup_writes[0]"]
+        tracking = policy["target_tracking_scaling_policy_configuration"][0]
+        self.assertEqual(policy["policy_type"], "TargetTrackingScaling")
+        self.assertEqual(tracking["target_value"], 70)
+        self.assertEqual(tracking["predefined_metric_specification"][0]["predefined_metric_type"],
+                         "DynamoDBWriteCapacityUtilization")
+
+
 class Functions(unittest.TestCase):
     def test_runtime_architecture_and_contract_environment(self):
         for name in ("ingest", "compact"):
