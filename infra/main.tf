@@ -60,7 +60,7 @@ locals {
   logs_arn   = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:/aws/lambda"
   key_alias  = "alias/${var.name}"
 
-  # The contract's configuration (../shared/CONTRACT.md), shared by both functions.
+  # The contract's configuration (docs/CONTRACT.md), shared by both functions.
   common_environment = {
     DATA_LAKE_BUCKET  = local.bucket_name
     STAGING_PREFIX    = "staging"
