@@ -3,22 +3,9 @@
 # scripts/with-moto.sh), with placeholder zips, then a look at what was created. Part of `make test`.
 set -euo pipefail
 cd "$(dirname "$0")"
-python="${PIPELINE_PYTHON:?run through scripts/with-moto.sh}"
-: "${AWS_ENDPOINT_URL:?run through scripts/with-moto.sh}"
-# shellcheck source=../scripts/skip.sh
-source ../scripts/skip.sh
-if ! command -v terraform >/dev/null; then
-  skip "terraform apply against the emulator" "terraform is not installed"
-  exit 0
-fi
-plugins=()
-[ -d /opt/tf-plugins ] && plugins=(-plugin-dir=/opt/tf-plugins)
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-touch "$work/terraformrc"
-export TF_DATA_DIR="$work/tf" TF_IN_AUTOMATION=1 TF_CLI_CONFIG_FILE="$work/terraformrc"
-"$python" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('bootstrap', '#!/bin/sh\n')" "$work/bootstrap.zip"
+what="terraform apply against the emulator"
+# shellcheck source=local-apply-setup.sh
+source ./local-apply-setup.sh
 
 terraform init -backend=false -input=false -no-color "${plugins[@]}" >/dev/null
 vars=(-var account_id=123456789012 -var region=us-east-1 -var "local_endpoint=$AWS_ENDPOINT_URL"

@@ -5,31 +5,19 @@
 # LocalStack, which needs Docker or Python 3.12. Part of `make test`.
 set -euo pipefail
 cd "$(dirname "$0")"
-python="${PIPELINE_PYTHON:?run through scripts/with-moto.sh}"
-: "${AWS_ENDPOINT_URL:?run through scripts/with-moto.sh}"
-# shellcheck source=../scripts/skip.sh
-source ../scripts/skip.sh
-if ! command -v terraform >/dev/null; then
-  skip "tflocal apply against the emulator" "terraform is not installed"
-  exit 0
-fi
+what="tflocal apply against the emulator"
+# shellcheck source=local-apply-setup.sh
+source ./local-apply-setup.sh
 tflocal="$(dirname "$python")/../tflocal/bin/tflocal"
 [ -x "$tflocal" ] || { echo "tflocal-local: $tflocal is missing; run through make" >&2; exit 1; }
-plugins=()
-[ -d /opt/tf-plugins ] && plugins=(-plugin-dir=/opt/tf-plugins)
 
 # tflocal writes its provider override beside the .tf files: work on a copy.
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/infra" "$work/events"
 cp ./*.tf "$work/infra/"
 cp ../events/catalogue.json "$work/events/"
-touch "$work/terraformrc"
-export TF_DATA_DIR="$work/tf" TF_IN_AUTOMATION=1 TF_CLI_CONFIG_FILE="$work/terraformrc"
 # tflocal points every service at AWS_ENDPOINT_URL; S3 too (its default, s3.localhost.localstack.cloud,
 # needs public DNS).
 export S3_ENDPOINT="$AWS_ENDPOINT_URL" AWS_DEFAULT_REGION=us-east-1
-"$python" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('bootstrap', '#!/bin/sh\n')" "$work/bootstrap.zip"
 
 cd "$work/infra"
 "$tflocal" init -backend=false -input=false -no-color "${plugins[@]}" >"$work/init.log" 2>&1 || { cat "$work/init.log"; exit 1; }

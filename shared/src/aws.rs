@@ -1,7 +1,7 @@
 //! The real adapters behind the ports: S3, DynamoDB, CloudWatch, and EMF log lines.
 
 use std::io::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use crate::config::{CommonConfig, MetricsSinkKind};
 use crate::ports::{
-    ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, Metric, MetricsSink,
-    MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError, COLD_START,
+    ByteStream, Claim, ClaimOutcome, ConditionalStore, CountColdStart, DedupStore, Metric,
+    MetricsSink, MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError,
 };
 
 /// The shared SDK configuration, loaded once at cold start. The SDK reads `AWS_ENDPOINT_URL`
@@ -48,6 +48,20 @@ pub struct S3ObjectStore {
 }
 
 impl S3ObjectStore {
+    /// PutObject of `body` at `key`, with its content type: plain or conditional.
+    fn put_request(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type(key))
+            .body(body.into())
+    }
+
     pub fn new(sdk: &SdkConfig, config: &CommonConfig) -> Self {
         // Emulators serve buckets by path, not by virtual host.
         Self::for_bucket(sdk, &config.bucket, config.endpoint_url.is_some())
@@ -77,17 +91,9 @@ fn content_type(key: &str) -> &'static str {
 #[async_trait]
 impl ObjectStore for S3ObjectStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type(key))
-            .body(body.into())
-            .send()
-            .await
-            .map_err(|e| {
-                StoreError::new(format!("PutObject s3://{}/{key}", self.bucket), context(e))
-            })?;
+        self.put_request(key, body).send().await.map_err(|e| {
+            StoreError::new(format!("PutObject s3://{}/{key}", self.bucket), context(e))
+        })?;
         Ok(())
     }
 
@@ -233,13 +239,7 @@ impl ConditionalStore for S3ObjectStore {
         body: Bytes,
         precondition: Precondition<'_>,
     ) -> Result<Option<String>, StoreError> {
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type(key))
-            .body(body.into());
+        let request = self.put_request(key, body);
         let request = match precondition {
             Precondition::Absent => request.if_none_match("*"),
             Precondition::Matches(etag) => request.if_match(etag),
@@ -540,10 +540,7 @@ impl EmfMetrics {
 #[async_trait]
 impl MetricsSink for EmfMetrics {
     async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
+        let now = (crate::time::now_micros() / 1000) as u128;
         let mut out = String::new();
         for line in self.lines(metrics, now) {
             out.push_str(&line);
@@ -553,33 +550,6 @@ impl MetricsSink for EmfMetrics {
             .lock()
             .write_all(out.as_bytes())
             .map_err(|e| StoreError::new("EMF write to stdout", e.to_string()))
-    }
-}
-
-/// Adds [`COLD_START`] to the first publish of the process: sinks are built once per cold start.
-pub struct CountColdStart<S> {
-    inner: S,
-    cold: std::sync::atomic::AtomicBool,
-}
-
-impl<S> CountColdStart<S> {
-    pub fn new(inner: S) -> Self {
-        CountColdStart {
-            inner,
-            cold: std::sync::atomic::AtomicBool::new(true),
-        }
-    }
-}
-
-#[async_trait]
-impl<S: MetricsSink> MetricsSink for CountColdStart<S> {
-    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
-        if self.cold.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            let mut first = metrics.to_vec();
-            first.push(Metric::count(COLD_START, 1));
-            return self.inner.publish(&first).await;
-        }
-        self.inner.publish(metrics).await
     }
 }
 
@@ -657,19 +627,5 @@ mod tests {
                 (&serde_json::json!(reason), &serde_json::json!(count))
             );
         }
-    }
-
-    #[tokio::test]
-    async fn a_cold_start_is_counted_once_on_the_first_publish() {
-        let memory = std::sync::Arc::new(crate::memory::MemoryMetrics::default());
-        let sink = CountColdStart::new(memory.clone());
-        sink.publish(&[Metric::count("EventsWritten", 1)])
-            .await
-            .unwrap();
-        sink.publish(&[Metric::count("EventsWritten", 1)])
-            .await
-            .unwrap();
-        assert_eq!(memory.total(COLD_START), 1.0);
-        assert_eq!(memory.total("EventsWritten"), 2.0);
     }
 }

@@ -189,9 +189,55 @@ impl<T: MetricsSink + ?Sized> MetricsSink for std::sync::Arc<T> {
     }
 }
 
+/// Adds [`COLD_START`] to the first publish of the process: sinks are built once per cold start.
+pub struct CountColdStart<S> {
+    inner: S,
+    cold: std::sync::atomic::AtomicBool,
+}
+
+impl<S> CountColdStart<S> {
+    pub fn new(inner: S) -> Self {
+        CountColdStart {
+            inner,
+            cold: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: MetricsSink> MetricsSink for CountColdStart<S> {
+    async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError> {
+        if self.cold.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let mut first = metrics.to_vec();
+            first.push(Metric::count(COLD_START, 1));
+            return self.inner.publish(&first).await;
+        }
+        self.inner.publish(metrics).await
+    }
+}
+
 /// Publishes, logging a failure instead of returning it: metrics never fail an invocation.
 pub async fn publish_metrics(sink: &dyn MetricsSink, metrics: &[Metric]) {
     if let Err(error) = sink.publish(metrics).await {
         tracing::warn!(%error, "could not publish metrics");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cold_start_is_counted_once_on_the_first_publish() {
+        let memory = std::sync::Arc::new(crate::memory::MemoryMetrics::default());
+        let sink = CountColdStart::new(memory.clone());
+        sink.publish(&[Metric::count("EventsWritten", 1)])
+            .await
+            .unwrap();
+        sink.publish(&[Metric::count("EventsWritten", 1)])
+            .await
+            .unwrap();
+        assert_eq!(memory.total(COLD_START), 1.0);
+        assert_eq!(memory.total("EventsWritten"), 2.0);
     }
 }

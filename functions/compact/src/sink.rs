@@ -69,19 +69,25 @@ impl AsyncFileWriter for ObjectFile {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
         async move {
             self.bytes += bs.len() as u64;
-            self.buffer.extend_from_slice(&bs);
             // Parts of exactly `part_size` (the last one smaller): a file of n bytes is
             // ceil(n / part_size) parts, each within S3's bounds. A row group arrives as one
-            // write of up to its whole size: the parts are slices of it, and only the remainder
-            // below a part is copied back.
-            if self.buffer.len() >= self.part_size {
-                let mut full = Bytes::from(std::mem::take(&mut self.buffer));
-                while full.len() >= self.part_size {
-                    let part = full.split_to(self.part_size);
-                    self.send_part(part).await.map_err(external)?;
+            // write (the writer hands over its buffer): with nothing pending, the parts are
+            // slices of it; otherwise what is pending and the write are joined once. Only the
+            // remainder below a part is copied into the buffer.
+            let mut pending = if self.buffer.is_empty() && bs.len() >= self.part_size {
+                bs
+            } else {
+                self.buffer.extend_from_slice(&bs);
+                if self.buffer.len() < self.part_size {
+                    return Ok(());
                 }
-                self.buffer.extend_from_slice(&full);
+                Bytes::from(std::mem::take(&mut self.buffer))
+            };
+            while pending.len() >= self.part_size {
+                let part = pending.split_to(self.part_size);
+                self.send_part(part).await.map_err(external)?;
             }
+            self.buffer.extend_from_slice(&pending);
             Ok(())
         }
         .boxed()
@@ -174,5 +180,16 @@ mod tests {
         assert_eq!(*store.sizes.lock().unwrap(), [10, 10, 10, 3]);
         assert_eq!(store.inner.object("k").unwrap(), writes.concat());
         assert_eq!(file.bytes(), 33);
+
+        // A write of more than a part with nothing pending is cut into parts as it is.
+        let store = PartSizes::default();
+        let mut file = ObjectFile::new(Arc::new(store.clone()), "k".into(), 10);
+        let writes: [&[u8]; 3] = [&[b'x'; 25], b"ab", &[b'y'; 8]];
+        for bytes in writes {
+            file.write(Bytes::copy_from_slice(bytes)).await.unwrap();
+        }
+        file.complete().await.unwrap();
+        assert_eq!(*store.sizes.lock().unwrap(), [10, 10, 10, 5]);
+        assert_eq!(store.inner.object("k").unwrap(), writes.concat());
     }
 }
