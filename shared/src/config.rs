@@ -2,6 +2,9 @@
 
 use crate::layout::{Prefixes, MAX_PREFIX_BYTES};
 
+/// `METRICS_NAMESPACE` when unset (contract: Configuration).
+pub const DEFAULT_METRICS_NAMESPACE: &str = "EventPipeline";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} is required but not set")]
@@ -114,8 +117,8 @@ impl CommonConfig {
             quarantine: prefix(lookup, "QUARANTINE_PREFIX", "quarantine")?,
             processed: prefix(lookup, "PROCESSED_PREFIX", "processed")?,
         };
-        let metrics_namespace =
-            optional(lookup, "METRICS_NAMESPACE").unwrap_or_else(|| "EventPipeline".into());
+        let metrics_namespace = optional(lookup, "METRICS_NAMESPACE")
+            .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.into());
         let metrics_sink = match optional(lookup, "METRICS_SINK").as_deref() {
             None | Some("emf") => MetricsSinkKind::Emf,
             Some("cloudwatch") => MetricsSinkKind::CloudWatch,

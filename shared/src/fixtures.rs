@@ -45,12 +45,8 @@ pub fn staging_lines(shard: &str, events: &[(u64, Vec<u8>)], arrival_ms: i64) ->
         let event = crate::validate::validate(data, received_at, &catalogue)
             .unwrap_or_else(|r| panic!("fixture event is invalid: {}", r.detail));
         let sequence = sequence.to_string();
-        let source = crate::layout::Source {
-            shard_id: shard,
-            sequence_number: &sequence,
-            sub_sequence_number: None,
-        };
-        crate::layout::push_staging_line(&mut body, &event, received_at, &source);
+        let source = crate::position::StreamPosition::new(shard, &sequence, None);
+        crate::staging_line::push_staging_line(&mut body, &event, received_at, &source);
     }
     body
 }

@@ -1,11 +1,10 @@
-//! The processed lake's rows: staging lines decoded into Arrow record batches whose schema comes from
-//! the event catalogue (contract: Processed).
+//! The processed lake's rows: decoded staging lines ([`crate::staging_line`]) into Arrow record
+//! batches whose schema comes from the event catalogue (contract: Processed).
 //!
 //! Columns: `event_uuid`, `event_name`, `event_type`, `event_subtype` (strings), `created_at`,
 //! `received_at` (TIMESTAMP micros, UTC), one nullable column per catalogue field of its declared type,
 //! and `extra_specifics` (JSON of the fields the event's catalogue entry does not declare, or null).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -13,13 +12,11 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::catalogue::{Catalogue, FieldType};
-use crate::layout::Language;
-use crate::time;
-use crate::validate::{for_each_entry, json_kind, json_str};
+use crate::staging_line::DecodedLine;
+use crate::validate::{for_each_entry, json_kind};
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -46,132 +43,6 @@ pub fn arrow_schema(catalogue: &Catalogue) -> SchemaRef {
     }
     fields.push(Field::new("extra_specifics", DataType::Utf8, true));
     Arc::new(Schema::new(fields))
-}
-
-#[derive(Deserialize)]
-struct LineSource<'a> {
-    #[serde(borrow)]
-    shard_id: Cow<'a, str>,
-    #[serde(borrow)]
-    sequence_number: Cow<'a, str>,
-    #[serde(default)]
-    sub_sequence_number: Option<u32>,
-}
-
-/// One staging line, borrowed from the object's bytes.
-#[derive(Deserialize)]
-pub struct StagingLine<'a> {
-    #[serde(borrow)]
-    pub event_uuid: Cow<'a, str>,
-    #[serde(borrow)]
-    pub event_name: Cow<'a, str>,
-    #[serde(borrow)]
-    pub event_type: Cow<'a, str>,
-    #[serde(borrow)]
-    pub event_subtype: Cow<'a, str>,
-    #[serde(borrow)]
-    created_at: Cow<'a, str>,
-    #[serde(borrow)]
-    received_at: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub event_specifics: Option<&'a RawValue>,
-    #[serde(borrow)]
-    source: LineSource<'a>,
-}
-
-/// A staging line ready to become a row.
-pub struct DecodedLine<'a> {
-    pub line: StagingLine<'a>,
-    pub created_at: i64,
-    pub received_at: i64,
-}
-
-impl<'a> DecodedLine<'a> {
-    pub fn shard_id(&self) -> &str {
-        &self.line.source.shard_id
-    }
-    pub fn sequence_number(&self) -> &str {
-        &self.line.source.sequence_number
-    }
-    pub fn sub_sequence_number(&self) -> Option<u32> {
-        self.line.source.sub_sequence_number
-    }
-
-    /// `event_specifics.language_id`, as the partitioning sees it.
-    pub fn language(&self) -> Language<'a> {
-        let Some(specifics) = self.line.event_specifics else {
-            return Language::Absent;
-        };
-        let mut language = Language::Absent;
-        let _ = for_each_entry(specifics.get(), |key, value| {
-            if key == "language_id" {
-                language = match json_str(value) {
-                    Some(s) => Language::Text(s),
-                    None if value.get() == "null" => Language::Absent,
-                    None => Language::NotAString,
-                };
-            }
-        });
-        language
-    }
-}
-
-/// Parses one staging line; the error is a human-readable reason.
-pub fn decode_staging_line(text: &str) -> Result<DecodedLine<'_>, String> {
-    let line: StagingLine = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if line.event_uuid.is_empty() || line.source.sequence_number.is_empty() {
-        return Err("empty event_uuid or sequence_number".into());
-    }
-    if let Some(specifics) = line.event_specifics {
-        if !specifics.get().starts_with('{') {
-            return Err("event_specifics is not an object".into());
-        }
-    }
-    let created_at = parse_line_timestamp(&line.created_at)
-        .ok_or_else(|| format!("created_at `{}` is not RFC 3339", line.created_at))?;
-    let received_at = parse_line_timestamp(&line.received_at)
-        .ok_or_else(|| format!("received_at `{}` is not RFC 3339", line.received_at))?;
-    Ok(DecodedLine {
-        line,
-        created_at,
-        received_at,
-    })
-}
-
-/// Reads `YYYY-MM-DDTHH:MM:SS.ffffffZ` (what ingest writes) directly, anything else as RFC 3339.
-fn parse_line_timestamp(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let shape_ok = b.len() == 27
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && b[19] == b'.'
-        && b[26] == b'Z';
-    if !shape_ok {
-        return time::parse_rfc3339(s).ok();
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        b[range].iter().try_fold(0i64, |acc, &d| {
-            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
-        })
-    };
-    let date = time::Date {
-        year: num(0..4)? as i32,
-        month: num(5..7)? as u32,
-        day: num(8..10)? as u32,
-    };
-    let (hour, minute, second, micro) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
-    if !(1..=12).contains(&date.month)
-        || time::Date::from_days(date.to_days()) != date
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    Some(date.start_micros() + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micro)
 }
 
 enum Column {

@@ -8,50 +8,61 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 
+use crate::position::{is_sequence_number, is_shard_id, shard_of_event_id};
 use crate::time;
 use crate::validate::shorten;
 
-/// One Kinesis record as the event source mapping sees it.
-#[derive(Debug, Clone)]
-pub struct StreamRecord {
-    pub shard_id: String,
-    pub sequence_number: String,
-    pub partition_key: String,
-    /// Epoch milliseconds, as Kinesis stamps it.
-    pub approximate_arrival_ms: i64,
-    pub data: Vec<u8>,
-}
+#[cfg(feature = "test-util")]
+pub use writer::{kinesis_event, StreamRecord, DEFAULT_STREAM_ARN};
 
-pub const DEFAULT_STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/events";
+/// Writing: what the local event source mapping sends and tests are made of (feature `test-util`:
+/// no Lambda binary writes a payload).
+#[cfg(feature = "test-util")]
+mod writer {
+    use base64::Engine as _;
+    use serde_json::{json, Value};
 
-impl StreamRecord {
-    pub fn to_json(&self, stream_arn: &str) -> Value {
-        let region = stream_arn.split(':').nth(3).unwrap_or("us-east-1");
-        json!({
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": self.partition_key,
-                "sequenceNumber": self.sequence_number,
-                "data": base64::engine::general_purpose::STANDARD.encode(&self.data),
-                // Seconds with millisecond precision, as Lambda sends it.
-                "approximateArrivalTimestamp": self.approximate_arrival_ms as f64 / 1000.0,
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": format!("{}:{}", self.shard_id, self.sequence_number),
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": "arn:aws:iam::000000000000:role/ingest",
-            "awsRegion": region,
-            "eventSourceARN": stream_arn,
-        })
+    /// One Kinesis record as the event source mapping sees it.
+    #[derive(Debug, Clone)]
+    pub struct StreamRecord {
+        pub shard_id: String,
+        pub sequence_number: String,
+        pub partition_key: String,
+        /// Epoch milliseconds, as Kinesis stamps it.
+        pub approximate_arrival_ms: i64,
+        pub data: Vec<u8>,
     }
-}
 
-/// `{"Records":[...]}` for `records`, in the order given.
-pub fn kinesis_event(records: &[StreamRecord], stream_arn: &str) -> Value {
-    json!({ "Records": records.iter().map(|r| r.to_json(stream_arn)).collect::<Vec<_>>() })
+    pub const DEFAULT_STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/events";
+
+    impl StreamRecord {
+        pub fn to_json(&self, stream_arn: &str) -> Value {
+            let region = stream_arn.split(':').nth(3).unwrap_or("us-east-1");
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": self.partition_key,
+                    "sequenceNumber": self.sequence_number,
+                    "data": base64::engine::general_purpose::STANDARD.encode(&self.data),
+                    // Seconds with millisecond precision, as Lambda sends it.
+                    "approximateArrivalTimestamp": self.approximate_arrival_ms as f64 / 1000.0,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{}:{}", self.shard_id, self.sequence_number),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::000000000000:role/ingest",
+                "awsRegion": region,
+                "eventSourceARN": stream_arn,
+            })
+        }
+    }
+
+    /// `{"Records":[...]}` for `records`, in the order given.
+    pub fn kinesis_event(records: &[StreamRecord], stream_arn: &str) -> Value {
+        json!({ "Records": records.iter().map(|r| r.to_json(stream_arn)).collect::<Vec<_>>() })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,6 +117,15 @@ pub const UNKNOWN_SHARD: &str = "shardId-unknown";
 impl KinesisBatch {
     pub fn parse(payload: &[u8]) -> Result<KinesisBatch, serde_json::Error> {
         serde_json::from_slice(payload)
+    }
+
+    /// The shard and sequence number of the batch's first readable record: what names the batch
+    /// in logs (Lambda's batches are of one shard).
+    pub fn first_position(&self) -> Option<(&str, &str)> {
+        self.records.iter().find_map(|record| match record {
+            Envelope::Record(r) => Some((r.shard_id.as_str(), r.sequence_number.as_str())),
+            Envelope::Unreadable(_) => None,
+        })
     }
 }
 
@@ -210,26 +230,6 @@ fn salvage(raw: &str, detail: String) -> UnreadableRecord {
         raw: raw.as_bytes().to_vec(),
         detail: format!("unreadable Kinesis record envelope: {}", shorten(&detail)),
     }
-}
-
-/// `shardId-000000000000` from an eventID `shardId-000000000000:4954…`.
-pub fn shard_of_event_id(event_id: &str) -> &str {
-    event_id
-        .rsplit_once(':')
-        .map_or(event_id, |(shard, _)| shard)
-}
-
-/// Kinesis's own bounds: a shard id is 1–128 characters of `[a-zA-Z0-9_.-]`, a sequence number at
-/// most 129 digits. Values from the envelope name S3 objects, so nothing else may pass: no key can
-/// then exceed S3's 1,024 bytes or need escaping.
-fn is_shard_id(s: &str) -> bool {
-    (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-fn is_sequence_number(s: &str) -> bool {
-    (1..=129).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn shard_of(event_id: &str) -> &str {

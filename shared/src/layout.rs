@@ -1,13 +1,9 @@
-//! Where things live in the data-lake bucket and what their lines look like (contract: Staging,
+//! Where things live in the data-lake bucket: every S3 key, built and read back (contract: Staging,
 //! Quarantine, Processed).
 
 use std::fmt::Write as _;
 
-use base64::Engine as _;
-use serde_json::value::RawValue;
-
 use crate::time::{self, Date, Instant};
-use crate::validate::{Reason, ValidEvent};
 
 /// The partition a missing (or empty) language goes to, as Hive names it.
 pub const HIVE_DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -354,9 +350,65 @@ pub fn content_digest(body: &[u8]) -> String {
         .collect()
 }
 
-/// `(shardId, firstSequenceNumber)` from a staging or quarantine key
-/// `…/{shardId}-{firstSequenceNumber}.ndjson` or `….redriven-{digest}.ndjson` (the inverse of
-/// [`Prefixes::staging_key`] and [`Prefixes::redriven_staging_key`]); `None` for another shape.
+/// A staging or quarantine object's key read back (the inverse of [`Prefixes::staging_key`],
+/// [`Prefixes::redriven_staging_key`] and [`Prefixes::quarantine_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteKey<'k> {
+    /// The arrival minute its folders name.
+    pub minute: Minute,
+    pub shard_id: &'k str,
+    pub first_sequence: &'k str,
+}
+
+impl<'k> MinuteKey<'k> {
+    /// `…/year=YYYY/month=MM/day=DD/hour=HH/minute=mm/{shardId}-{firstSequenceNumber}.ndjson` (or
+    /// `….redriven-{digest}.ndjson`); `None` for a key of another shape.
+    pub fn parse(key: &'k str) -> Option<MinuteKey<'k>> {
+        let mut segments = key.rsplit('/');
+        let (shard_id, first_sequence) = parse_minute_object_name(segments.next()?)?;
+        let mut value = |name: &str| -> Option<u32> {
+            let digits = segments.next()?.strip_prefix(name)?;
+            (digits.len() == 2 || (name == "year=" && digits.len() == 4))
+                .then(|| digits.parse().ok())
+                .flatten()
+        };
+        let (minute, hour, day, month, year) = (
+            value("minute=")?,
+            value("hour=")?,
+            value("day=")?,
+            value("month=")?,
+            value("year=")?,
+        );
+        let date = Date::parse(&format!("{year:04}-{month:02}-{day:02}"))?;
+        if hour > 23 || minute > 59 {
+            return None;
+        }
+        let micros =
+            date.start_micros() + i64::from(hour * 60 + minute) * 60 * time::MICROS_PER_SECOND;
+        Some(MinuteKey {
+            minute: Minute::of_micros(micros),
+            shard_id,
+            first_sequence,
+        })
+    }
+
+    /// The arrival day the key's folders name.
+    pub fn arrival_day(&self) -> Date {
+        Date::of_micros(self.minute.0 * 60 * time::MICROS_PER_SECOND)
+    }
+
+    /// Where the object's lines start in their shard, for [`crate::position::RedeliveryFilter`].
+    pub fn object_start(&self) -> crate::position::ObjectStart<'k> {
+        crate::position::ObjectStart {
+            shard_id: self.shard_id,
+            first_sequence: self.first_sequence,
+        }
+    }
+}
+
+/// `(shardId, firstSequenceNumber)` from a staging or quarantine object's file name
+/// `{shardId}-{firstSequenceNumber}.ndjson` or `….redriven-{digest}.ndjson` (a whole key is read
+/// by its last segment); `None` for another shape.
 pub fn parse_minute_object_name(key: &str) -> Option<(&str, &str)> {
     let name = key.rsplit('/').next()?;
     let mut stem = name.strip_suffix(".ndjson")?;
@@ -387,459 +439,5 @@ fn minute_key(prefix: &str, minute: Minute, shard_id: &str, first_sequence: &str
     )
 }
 
-/// Where a line came from in the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Source<'a> {
-    pub shard_id: &'a str,
-    pub sequence_number: &'a str,
-    /// Index inside a KPL aggregate; `None` for a plain record.
-    pub sub_sequence_number: Option<u32>,
-}
-
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    // Strings that need no escaping (ids, timestamps, names) are the norm; skip serde for them.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
-    }
-}
-
-fn push_source_fields(out: &mut Vec<u8>, source: &Source) {
-    out.extend_from_slice(b"\"shard_id\":");
-    push_json_str(out, source.shard_id);
-    out.extend_from_slice(b",\"sequence_number\":");
-    push_json_str(out, source.sequence_number);
-    if let Some(sub) = source.sub_sequence_number {
-        let _ = std::io::Write::write_fmt(out, format_args!(",\"sub_sequence_number\":{sub}"));
-    }
-}
-
-/// Appends valid JSON text with its line ends made spaces, so an event an SDK indented (or sent with
-/// CRLF) is still one NDJSON line. Exact: JSON strings cannot hold a raw CR or LF, so every one is
-/// whitespace between tokens, and UTF-8 never uses those bytes inside a character.
-fn push_on_one_line(out: &mut Vec<u8>, json: &str) {
-    let start = out.len();
-    out.extend_from_slice(json.as_bytes());
-    for b in &mut out[start..] {
-        if matches!(*b, b'\n' | b'\r') {
-            *b = b' ';
-        }
-    }
-}
-
-/// Appends one staging NDJSON line (with its newline).
-pub fn push_staging_line(out: &mut Vec<u8>, event: &ValidEvent, received_at: i64, source: &Source) {
-    out.extend_from_slice(b"{\"event_uuid\":");
-    push_json_str(out, &event.event_uuid);
-    out.extend_from_slice(b",\"event_name\":");
-    push_json_str(out, event.event_name);
-    out.extend_from_slice(b",\"event_type\":");
-    push_json_str(out, event.event_type);
-    out.extend_from_slice(b",\"event_subtype\":");
-    push_json_str(out, event.event_subtype);
-    out.extend_from_slice(b",\"created_at\":\"");
-    time::push_rfc3339_micros(out, event.created_at);
-    out.extend_from_slice(b"\",\"received_at\":\"");
-    time::push_rfc3339_micros(out, received_at);
-    out.extend_from_slice(b"\",\"event_specifics\":");
-    push_on_one_line(out, event.specifics.map_or("{}", RawValue::get));
-    out.extend_from_slice(b",\"source\":{");
-    push_source_fields(out, source);
-    out.extend_from_slice(b"}}\n");
-}
-
-/// Appends one quarantine NDJSON line (with its newline), carrying the raw bytes in base64.
-pub fn push_quarantine_line(
-    out: &mut Vec<u8>,
-    reason: Reason,
-    detail: &str,
-    source: &Source,
-    received_at: i64,
-    data: &[u8],
-) {
-    out.extend_from_slice(b"{\"reason\":");
-    push_json_str(out, reason.code());
-    out.extend_from_slice(b",\"detail\":");
-    push_json_str(out, detail);
-    out.push(b',');
-    push_source_fields(out, source);
-    out.extend_from_slice(b",\"received_at\":\"");
-    time::push_rfc3339_micros(out, received_at);
-    out.extend_from_slice(b"\",\"data_base64\":\"");
-    let start = out.len();
-    let encoded_len = base64::encoded_len(data.len(), true).unwrap_or(0);
-    out.resize(start + encoded_len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut out[start..])
-        .expect("buffer sized by encoded_len");
-    out.truncate(start + written);
-    out.extend_from_slice(b"\"}\n");
-}
-
-/// A quarantine line read back (the inverse of [`push_quarantine_line`]): what `redrive` needs to
-/// send the record through again with the identity it arrived with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuarantineLine {
-    pub reason: String,
-    pub detail: String,
-    pub shard_id: String,
-    pub sequence_number: String,
-    pub sub_sequence_number: Option<u32>,
-    /// Epoch microseconds.
-    pub received_at: i64,
-    pub data: Vec<u8>,
-}
-
-/// Reads one quarantine line; `Err` says what is wrong with it.
-pub fn parse_quarantine_line(line: &str) -> Result<QuarantineLine, String> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        reason: String,
-        #[serde(default)]
-        detail: String,
-        shard_id: String,
-        sequence_number: String,
-        sub_sequence_number: Option<u32>,
-        received_at: String,
-        data_base64: String,
-    }
-    let raw: Raw = serde_json::from_str(line).map_err(|e| format!("not a quarantine line: {e}"))?;
-    let received_at = time::parse_rfc3339(&raw.received_at)
-        .map_err(|e| format!("received_at `{}`: {e:?}", raw.received_at))?;
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(&raw.data_base64)
-        .map_err(|e| format!("data_base64: {e}"))?;
-    Ok(QuarantineLine {
-        reason: raw.reason,
-        detail: raw.detail,
-        shard_id: raw.shard_id,
-        sequence_number: raw.sequence_number,
-        sub_sequence_number: raw.sub_sequence_number,
-        received_at,
-        data,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::catalogue::Catalogue;
-
-    #[test]
-    fn a_processed_key_names_its_partition() {
-        let p = Prefixes {
-            processed: "lake/processed".into(),
-            ..Prefixes::default()
-        };
-        let day = Date::parse("2024-04-09").unwrap();
-        for language in ["lang_en", "a/b=c%", "日本", "100%", HIVE_DEFAULT_PARTITION] {
-            let folder = language_partition(&Language::Text(language.into()));
-            let key = p.processed_key(day, &folder, day.succ(), 50_000);
-            let partition = p.parse_processed_partition(&key).unwrap();
-            assert_eq!(partition.event_day, day, "{key}");
-            assert_eq!(partition.language, language, "{key}");
-            assert_eq!(partition.folder, p.processed_partition(day, &folder));
-            assert_eq!(hive_unescape(&hive_escape(language)), language);
-        }
-        assert_eq!(hive_unescape("%zz%4"), "%zz%4");
-        for other in [
-            "lake/processed/_manifests/arrival_day=2024-04-09.json",
-            "lake/processed/year=2024/month=13/day=01/language=x/part-20240409-00000.parquet",
-            "processed/year=2024/month=04/day=09/language=x/part-20240409-00000.parquet",
-        ] {
-            assert_eq!(p.parse_processed_partition(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn hive_escaping_keeps_values_in_their_folder() {
-        assert_eq!(hive_escape("lang_en"), "lang_en");
-        assert_eq!(hive_escape("../x"), "..%2Fx");
-        assert_eq!(hive_escape("a/b=c%"), "a%2Fb%3Dc%25");
-        assert_eq!(hive_escape("tab\there"), "tab%09here");
-        assert_eq!(hive_escape("日本"), "日本");
-        let text = |s: &str| Language::Text(s.to_string().into());
-        assert_eq!(
-            language_partition(&Language::Absent),
-            HIVE_DEFAULT_PARTITION
-        );
-        assert_eq!(language_partition(&text("")), HIVE_DEFAULT_PARTITION);
-        assert_eq!(language_partition(&text("../x")), "..%2Fx");
-        assert_eq!(
-            language_partition(&Language::NotAString),
-            INVALID_LANGUAGE_PARTITION
-        );
-        let longest = "/".repeat(MAX_LANGUAGE_BYTES);
-        assert_eq!(
-            language_partition(&text(&longest)).len(),
-            3 * MAX_LANGUAGE_BYTES
-        );
-        assert_eq!(
-            language_partition(&text(&format!("{longest}x"))),
-            INVALID_LANGUAGE_PARTITION
-        );
-    }
-
-    #[test]
-    fn no_processed_key_can_exceed_s3s_limit() {
-        let long_prefix = "p".repeat(MAX_PREFIX_BYTES);
-        let p = Prefixes {
-            staging: long_prefix.clone(),
-            quarantine: long_prefix.clone(),
-            processed: long_prefix,
-        };
-        let day = Date::parse("2024-04-11").unwrap();
-        // The worst folder a language can get: every byte escaped.
-        let worst = language_partition(&Language::Text("%".repeat(MAX_LANGUAGE_BYTES).into()));
-        let key = p.processed_key(day, &worst, day, 99_999);
-        assert!(key.len() <= MAX_KEY_BYTES, "{} bytes", key.len());
-        assert!(p.manifest_key(day).len() <= MAX_KEY_BYTES);
-    }
-
-    #[test]
-    fn keys_follow_the_contract() {
-        let p = Prefixes::default();
-        let micros = time::parse_rfc3339("2024-04-11T14:10:06.012Z").unwrap();
-        assert_eq!(
-            p.staging_key(Minute::of_micros(micros), "shardId-000000000000", "4954"),
-            "staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-4954.ndjson"
-        );
-        assert_eq!(p.compaction_lease_key(), "processed/_lease/compact.json");
-        assert_eq!(
-            p.quarantine_key(Minute::of_micros(micros), "shardId-000000000001", "77"),
-            "quarantine/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000001-77.ndjson"
-        );
-        let day = Date::parse("2024-04-11").unwrap();
-        assert_eq!(
-            p.staging_day_prefix(day),
-            "staging/year=2024/month=04/day=11/"
-        );
-        assert_eq!(
-            p.quarantine_day_prefix(day),
-            "quarantine/year=2024/month=04/day=11/"
-        );
-        assert_eq!(
-            p.processed_key(day.pred(), "lang_ru", day, 3),
-            "processed/year=2024/month=04/day=10/language=lang_ru/part-20240411-00003.parquet"
-        );
-        assert!(is_part_of_day(
-            "x/language=a/part-20240411-00003.parquet",
-            day
-        ));
-        assert!(!is_part_of_day(
-            "x/language=a/part-20240410-00003.parquet",
-            day
-        ));
-        assert!(!is_part_of_day("x/language=a/part-20240411-.parquet", day));
-        assert_eq!(
-            part_number(&p.processed_key(day, "lang_en", day, 50_001), day),
-            Some(50_001)
-        );
-        assert_eq!(part_number("x/part-20240411-00003.parquet.tmp", day), None);
-        let staging = p.staging_key(Minute::of_micros(micros), "shardId-000000000000", "4954");
-        let bad_lines = p.compaction_quarantine_key(&staging);
-        assert_eq!(
-            bad_lines,
-            "quarantine/year=2024/month=04/day=11/hour=14/minute=10/compaction-shardId-000000000000-4954.ndjson"
-        );
-        assert!(is_compaction_quarantine_key(&bad_lines));
-        assert!(!is_compaction_quarantine_key(&p.quarantine_key(
-            Minute::of_micros(micros),
-            "shardId-000000000000",
-            "4954"
-        )));
-        let unsequenced = p.unsequenced_quarantine_key(Minute::of_micros(micros), UNKNOWN, b"x");
-        assert_eq!(
-            unsequenced,
-            format!(
-                "quarantine/year=2024/month=04/day=11/hour=14/minute=10/{UNKNOWN}-unsequenced.{}.ndjson",
-                content_digest(b"x")
-            )
-        );
-        assert_eq!(content_digest(b"x"), "9dd4e461268c8034f5c8564e155c67a6");
-        // Not a position: nothing reads it back as one.
-        assert_eq!(parse_minute_object_name(&unsequenced), None);
-    }
-
-    const UNKNOWN: &str = "shardId-unknown";
-
-    #[test]
-    fn a_run_writes_the_bank_the_lake_does_not_stand_on() {
-        let day = Date::parse("2024-04-11").unwrap();
-        let p = Prefixes::default();
-        let part = |n| p.processed_key(day, "lang_en", day, n);
-        let other_day = p.processed_key(day, "lang_en", day.pred(), 7);
-        // Nothing yet, or only another day's files: bank 0.
-        assert_eq!(first_part_of_next_run(day, None, &[]), 0);
-        assert_eq!(first_part_of_next_run(day, None, &[other_day]), 0);
-        // The last run wrote bank 0: the next writes bank 1, and back again.
-        assert_eq!(
-            first_part_of_next_run(day, Some(&[part(0), part(1)]), &[]),
-            PART_BANK_SIZE
-        );
-        assert_eq!(first_part_of_next_run(day, Some(&[part(50_000)]), &[]), 0);
-        // A crashed run left bank 1 files beside the manifest's bank 0: bank 1 again, never 0.
-        assert_eq!(
-            first_part_of_next_run(day, Some(&[part(0)]), &[part(0), part(50_000)]),
-            PART_BANK_SIZE
-        );
-        // No manifest (deleted by hand): the bank no file is in.
-        assert_eq!(
-            first_part_of_next_run(day, None, &[part(3)]),
-            PART_BANK_SIZE
-        );
-        assert_eq!(first_part_of_next_run(day, None, &[part(50_003)]), 0);
-        // A manifest that wrote nothing (an empty day) says nothing: the files decide.
-        assert_eq!(
-            first_part_of_next_run(day, Some(&[]), &[part(1)]),
-            PART_BANK_SIZE
-        );
-    }
-
-    #[test]
-    fn quarantine_lines_read_back_as_written() {
-        let received_at = time::parse_rfc3339("2024-04-11T14:10:06.012345Z").unwrap();
-        for (sub, data) in [
-            (None, &b"{\"event_name\":\"x:y\"}\n\xff"[..]),
-            (Some(7), &b""[..]),
-        ] {
-            let source = Source {
-                shard_id: "shardId-000000000003",
-                sequence_number: "4954",
-                sub_sequence_number: sub,
-            };
-            let mut out = Vec::new();
-            push_quarantine_line(
-                &mut out,
-                Reason::UnknownEvent,
-                "no \"x:y\"",
-                &source,
-                received_at,
-                data,
-            );
-            let text = std::str::from_utf8(&out).unwrap();
-            assert_eq!(text.matches('\n').count(), 1);
-            let line = parse_quarantine_line(text.trim_end()).unwrap();
-            assert_eq!(
-                line,
-                QuarantineLine {
-                    reason: "unknown_event".into(),
-                    detail: "no \"x:y\"".into(),
-                    shard_id: source.shard_id.into(),
-                    sequence_number: source.sequence_number.into(),
-                    sub_sequence_number: sub,
-                    received_at,
-                    data: data.to_vec(),
-                }
-            );
-        }
-        assert!(parse_quarantine_line("{\"reason\":\"x\"}").is_err());
-    }
-
-    #[test]
-    fn staging_object_names_parse_back() {
-        let p = Prefixes::default();
-        let minute = Minute::of_micros(time::parse_rfc3339("2024-04-11T14:10:06Z").unwrap());
-        let sequence = "49546986683135544286507457936321625675700192471156785154";
-        let key = p.staging_key(minute, "shardId-000000000007", sequence);
-        assert_eq!(
-            parse_minute_object_name(&key),
-            Some(("shardId-000000000007", sequence))
-        );
-        let redriven = p.redriven_staging_key(minute, "shardId-000000000007", sequence, "0a9f");
-        assert!(redriven.ends_with(&format!(
-            "shardId-000000000007-{sequence}.redriven-0a9f.ndjson"
-        )));
-        assert_eq!(
-            parse_minute_object_name(&redriven),
-            Some(("shardId-000000000007", sequence))
-        );
-        assert_eq!(
-            parse_minute_object_name("staging/x/shardId-1-5.redriven-xyz.ndjson"),
-            None
-        );
-        assert_eq!(parse_minute_object_name("staging/x/notes.txt"), None);
-        assert_eq!(
-            parse_minute_object_name("staging/x/shardId-1-abc.ndjson"),
-            None
-        );
-    }
-
-    #[test]
-    fn staging_line_has_every_contract_field() {
-        let catalogue = Catalogue::embedded();
-        let data = br#"{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605.9512355,"event_name":"game:resumed","event_specifics":{"score":46, "x":"y"}}"#;
-        let received = 1_712_844_606_012_000;
-        let event = crate::validate::validate(data, received, &catalogue).unwrap();
-        let mut out = Vec::new();
-        let source = Source {
-            shard_id: "shardId-000000000000",
-            sequence_number: "4954",
-            sub_sequence_number: Some(2),
-        };
-        push_staging_line(&mut out, &event, received, &source);
-        assert_eq!(out.last(), Some(&b'\n'));
-        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            line,
-            serde_json::json!({
-                "event_uuid": "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573",
-                "event_name": "game:resumed", "event_type": "game", "event_subtype": "resumed",
-                "created_at": "2024-04-11T14:10:05.951235Z",
-                "received_at": "2024-04-11T14:10:06.012000Z",
-                "event_specifics": {"score": 46, "x": "y"},
-                "source": {"shard_id": "shardId-000000000000", "sequence_number": "4954", "sub_sequence_number": 2}
-            })
-        );
-        // Specifics are kept byte for byte, spacing included.
-        assert!(String::from_utf8_lossy(&out).contains(r#"{"score":46, "x":"y"}"#));
-    }
-
-    #[test]
-    fn an_event_spanning_lines_is_one_staging_line() {
-        let catalogue = Catalogue::embedded();
-        let data = b"{\r\n  \"event_uuid\": \"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573\",\r\n  \"created_at\": 1712844605,\n  \"event_name\": \"game:resumed\",\n  \"event_specifics\": {\r\n    \"score\": 46,\n    \"note\": \"a\\nb\"\r\n  }\r\n}\r\n";
-        let event = crate::validate::validate(data, 1_712_844_606_012_000, &catalogue).unwrap();
-        let mut out = Vec::new();
-        let source = Source {
-            shard_id: "s",
-            sequence_number: "1",
-            sub_sequence_number: None,
-        };
-        push_staging_line(&mut out, &event, 1_712_844_606_012_000, &source);
-        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
-        assert!(!out.contains(&b'\r'));
-        let text = std::str::from_utf8(&out[..out.len() - 1]).unwrap();
-        let line = crate::lake::decode_staging_line(text).unwrap();
-        let specifics: serde_json::Value =
-            serde_json::from_str(line.line.event_specifics.unwrap().get()).unwrap();
-        assert_eq!(specifics, serde_json::json!({"score": 46, "note": "a\nb"}));
-    }
-
-    #[test]
-    fn quarantine_line_carries_the_raw_bytes() {
-        let mut out = Vec::new();
-        let source = Source {
-            shard_id: "s",
-            sequence_number: "1",
-            sub_sequence_number: None,
-        };
-        push_quarantine_line(
-            &mut out,
-            Reason::NotUtf8,
-            "bad \"bytes\"",
-            &source,
-            0,
-            b"\xff\x00a",
-        );
-        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(line["reason"], "not_utf8");
-        assert_eq!(line["detail"], "bad \"bytes\"");
-        assert_eq!(line["data_base64"], "/wBh");
-        assert_eq!(line["received_at"], "1970-01-01T00:00:00.000000Z");
-        assert!(line.get("sub_sequence_number").is_none());
-    }
-}
+mod tests;

@@ -1,4 +1,8 @@
 //! Structured JSON logs through `tracing`, on stderr so that stdout carries only EMF metric lines.
+//!
+//! Every line carries its spans (`"spans":[…]`): the runtime's `Lambda runtime invoke` span with the
+//! invocation's `requestId` (and `xrayTraceId`), then the function's own (ingest's `batch`, with its
+//! shard and first sequence number), so that any line can be matched to its invocation.
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,7 +22,7 @@ pub fn init_with_default(default_filter: &str) {
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
-        .with_span_list(false)
+        .with_span_list(true)
         .with_target(false)
         .with_ansi(false)
         .with_writer(std::io::stderr)

@@ -1,5 +1,6 @@
 //! The few things the functions need from AWS, as small traits: a dedup store, an object store and a
-//! metrics sink. Real adapters live in [`crate::aws`]; in-memory twins in [`crate::memory`].
+//! metrics sink. Real adapters live in `crate::aws` (feature `aws`); in-memory twins in
+//! `crate::memory` (feature `test-util`).
 
 use std::pin::Pin;
 
@@ -7,20 +8,44 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 
+use crate::metric_names::COLD_START;
+
+/// Whether asking again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Throttling, a 5xx, a time-out, a lost connection, a deadline: the same request may
+    /// succeed later, so a redelivery or a re-run should.
+    Transient,
+    /// Access denied, no such bucket or table, a request the service rejects: nothing succeeds
+    /// until the configuration or the permissions change.
+    Permanent,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{operation} failed: {message}")]
 pub struct StoreError {
     /// What was attempted, with its target: `PutObject staging/…`.
     pub operation: String,
     pub message: String,
+    pub kind: FailureKind,
 }
 
 impl StoreError {
+    /// A transient failure: the usual kind, and the safe guess when nothing says otherwise.
     pub fn new(operation: impl Into<String>, message: impl Into<String>) -> Self {
         StoreError {
             operation: operation.into(),
             message: message.into(),
+            kind: FailureKind::Transient,
         }
+    }
+
+    pub fn with_kind(self, kind: FailureKind) -> Self {
+        StoreError { kind, ..self }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == FailureKind::Transient
     }
 }
 
@@ -174,9 +199,6 @@ impl Metric {
     }
 }
 
-/// Counted once per process, on its first publish, as Powertools for AWS Lambda counts cold starts.
-pub const COLD_START: &str = "ColdStart";
-
 #[async_trait]
 pub trait MetricsSink: Send + Sync {
     async fn publish(&self, metrics: &[Metric]) -> Result<(), StoreError>;
@@ -226,18 +248,19 @@ pub async fn publish_metrics(sink: &dyn MetricsSink, metrics: &[Metric]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric_names::ingest::EVENTS_WRITTEN;
 
     #[tokio::test]
     async fn a_cold_start_is_counted_once_on_the_first_publish() {
         let memory = std::sync::Arc::new(crate::memory::MemoryMetrics::default());
         let sink = CountColdStart::new(memory.clone());
-        sink.publish(&[Metric::count("EventsWritten", 1)])
+        sink.publish(&[Metric::count(EVENTS_WRITTEN, 1)])
             .await
             .unwrap();
-        sink.publish(&[Metric::count("EventsWritten", 1)])
+        sink.publish(&[Metric::count(EVENTS_WRITTEN, 1)])
             .await
             .unwrap();
         assert_eq!(memory.total(COLD_START), 1.0);
-        assert_eq!(memory.total("EventsWritten"), 2.0);
+        assert_eq!(memory.total(EVENTS_WRITTEN), 2.0);
     }
 }

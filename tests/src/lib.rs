@@ -291,3 +291,44 @@ pub fn uuids(lines: &[Value]) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Every JSON log line a function wrote from its first invocation on carries the runtime's span
+/// with the request id of one of `request_ids` (`"spans":[{"requestId":…,"name":"Lambda runtime
+/// invoke"},…]`), and every invocation has at least one line: any line can be matched to its
+/// invocation. Lines before the first invocation (the cold start) name none.
+pub fn assert_each_log_line_names_its_invocation(stderr: &str, request_ids: &[String]) {
+    let mut named = std::collections::BTreeSet::new();
+    for line in stderr.lines().filter(|l| l.starts_with('{')) {
+        let log: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        let request_id = log["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find_map(|span| span["requestId"].as_str()));
+        match request_id {
+            Some(id) => {
+                assert!(
+                    request_ids.iter().any(|r| r == id),
+                    "unknown request id: {line}"
+                );
+                named.insert(id.to_string());
+            }
+            None => assert!(
+                named.is_empty(),
+                "a log line after the first invocation names none: {line}"
+            ),
+        }
+    }
+    for id in request_ids {
+        assert!(
+            named.contains(id),
+            "no log line names invocation {id}:\n{stderr}"
+        );
+    }
+}
+
+/// An event of `name` with id [`pipeline::fixtures::uuid`]`(n)`, any `created_at` and specifics.
+pub fn with_specifics(n: u64, name: &str, created_at: Value, specifics: Value) -> Vec<u8> {
+    serde_json::json!({"event_uuid": pipeline::fixtures::uuid(n), "created_at": created_at, "event_name": name, "event_specifics": specifics})
+        .to_string()
+        .into_bytes()
+}

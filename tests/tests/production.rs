@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use localstack::runtime_api::{LambdaProcess, Outcome};
+use localstack::lambda_runtime_api::{LambdaProcess, Outcome};
 use pipeline::fixtures::{event_json, event_with_language, record, uuid, ARRIVAL_MS};
 use pipeline::lambda_payload::{StreamRecord, DEFAULT_STREAM_ARN};
 use pipeline_tests::{binary, kinesis_payload, uuids, Lake};
@@ -352,7 +352,9 @@ fn redrive(lake: &Lake, args: &[&str]) -> (Value, bool) {
 
 #[tokio::test]
 async fn given_up_batches_and_quarantine_a_newer_catalogue_accepts_reach_the_lake_by_redrive() {
-    use localstack::esm::{self, Delivery, MappingConfig, OnFailure, TimedProcess};
+    use localstack::event_source_mapping::{
+        self as esm, Delivery, MappingConfig, OnFailure, TimedProcess,
+    };
     use pipeline::given_up::{parse_given_up_key, GivenUpBatch, GIVEN_UP_PREFIX};
     use std::sync::Arc;
 
@@ -415,19 +417,14 @@ async fn given_up_batches_and_quarantine_a_newer_catalogue_accepts_reach_the_lak
         uuid(40)
     );
     let mut body = Vec::new();
-    let source = pipeline::layout::Source {
-        shard_id: "shardId-000000000001",
-        sequence_number: "900",
-        sub_sequence_number: None,
-    };
-    pipeline::layout::push_quarantine_line(
-        &mut body,
+    pipeline::quarantine_line::QuarantineLine::record(
         pipeline::validate::Reason::UnknownEvent,
         "unknown event user:login",
-        &source,
+        pipeline::position::StreamPosition::new("shardId-000000000001", "900", None),
         ARRIVAL_MS * 1000,
         login.as_bytes(),
-    );
+    )
+    .push_to(&mut body);
     let minute = pipeline::layout::Minute::of_micros(ARRIVAL_MS * 1000);
     let prefixes = pipeline::layout::Prefixes::default();
     lake.put(

@@ -65,9 +65,7 @@ impl GlueCatalog {
                     .name(&self.table)
                     .send()
                     .await
-                    .map_err(|e| {
-                        StoreError::new(self.operation("GetTable"), pipeline::aws::context(e))
-                    })?;
+                    .map_err(|e| pipeline::aws::store_error(self.operation("GetTable"), e))?;
                 output
                     .table()
                     .and_then(|t| t.storage_descriptor())
@@ -111,10 +109,7 @@ impl PartitionCatalog for GlueCatalog {
                 .send()
                 .await
                 .map_err(|e| {
-                    StoreError::new(
-                        self.operation("BatchCreatePartition"),
-                        pipeline::aws::context(e),
-                    )
+                    pipeline::aws::store_error(self.operation("BatchCreatePartition"), e)
                 })?;
             // A partition already listed comes back as an error entry: that is the idempotence.
             let failed: Vec<String> = output

@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 use pipeline::ports::{ConditionalStore, Precondition, StoreError};
-use pipeline::time;
+use pipeline::time::{self, Date};
+
+use crate::{Compact, CompactError};
 use serde::{Deserialize, Serialize};
 
 /// Lambda's longest invocation (15 minutes) and a minute of margin for clock skew.
@@ -133,6 +135,52 @@ pub async fn release(store: &dyn ConditionalStore, lease: Lease) -> Result<(), S
         );
     }
     Ok(())
+}
+
+/// Runs `work` holding the lease, and refuses if another run holds it.
+pub(crate) async fn run_leased<T, W, F>(
+    compact: &Compact,
+    day: Date,
+    work: W,
+) -> Result<T, CompactError>
+where
+    W: FnOnce() -> F,
+    F: std::future::Future<Output = Result<T, CompactError>>,
+{
+    let key = compact.prefixes.compaction_lease_key();
+    let now = time::now_micros();
+    let holder = format!(
+        "{} at {}",
+        std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+            .unwrap_or_else(|_| format!("process {}", std::process::id())),
+        time::format_rfc3339_micros(now)
+    );
+    let lease = match acquire(
+        compact.leases.as_ref(),
+        &key,
+        &holder,
+        now,
+        compact.settings.lease_micros,
+    )
+    .await?
+    {
+        Acquired::Held(lease) => lease,
+        Acquired::Busy(other) => {
+            return Err(CompactError::Refused {
+                day,
+                why: format!(
+                    "another compaction ({}) holds the lease {key} since {}, until {} at the \
+                     latest; two runs would race on the same files, so try again after it",
+                    other.holder, other.acquired_at, other.expires_at
+                ),
+            })
+        }
+    };
+    let result = work().await;
+    if let Err(error) = release(compact.leases.as_ref(), lease).await {
+        tracing::warn!(%error, "could not release the compaction lease: it expires by itself");
+    }
+    result
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! The `compact` function: one arrival day of staging NDJSON → Parquet by event day and language.
 //!
+//! This file holds the request and the runs it asks for; [`run`] one day's pass over its staging,
+//! [`partition`] one partition's files.
+//!
 //! - Staging objects are read shard by shard in first-sequence order. A line is a redelivery only
-//!   when its exact (shard, sequence, sub-sequence) was already emitted ([`RedeliveryFilter`]); one
-//!   shard's objects may interleave, and the filter remembers only positions later objects can
-//!   still overlap.
+//!   when its exact (shard, sequence, sub-sequence) was already emitted
+//!   ([`pipeline::position::RedeliveryFilter`]); one shard's objects may interleave, and the filter
+//!   remembers only positions later objects can still overlap.
 //! - Rows go to one writer per (event day, language); each writes zstd Parquet through a multipart
 //!   upload, so neither the day nor a file is ever held whole. Row groups close at
 //!   [`Settings::row_group_bytes`]; when the writers together hold more than
@@ -23,32 +26,30 @@
 pub mod catalog;
 pub mod lease;
 mod manifest;
+mod partition;
+mod run;
 mod sink;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
-use base64::Engine as _;
 use bytes::Bytes;
-use futures::StreamExt;
-use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use pipeline::catalogue::Catalogue;
 use pipeline::config::{CompactConfig, DEFAULT_STAGING_RETENTION_DAYS};
-use pipeline::lake::{self, RowBuilder};
-use pipeline::layout::{self, Prefixes};
+use pipeline::lake;
+use pipeline::layout::{self, MinuteKey, Prefixes};
+use pipeline::metric_names::compact as names;
 use pipeline::ports::{
     publish_metrics, read_all, ConditionalStore, Metric, MetricsSink, ObjectInfo, ObjectStore,
     StoreError,
 };
-use pipeline::position::{compare_sequence_numbers, RedeliveryFilter};
+use pipeline::position::compare_sequence_numbers;
 use pipeline::time::{self, Date};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::manifest::Manifest;
-use crate::sink::ObjectFile;
+use crate::run::Run;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompactError {
@@ -60,6 +61,29 @@ pub enum CompactError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("refusing to compact {day}: {why}")]
     Refused { day: Date, why: String },
+}
+
+impl CompactError {
+    /// The `errorType` Lambda reports (and a Step Functions `Retry` or `Catch` can match on):
+    /// `BadRequest` and `Refused` will fail the same way again; `Store` may not, when the store's
+    /// failure was transient; `Parquet` is a bug or a corrupt input.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            CompactError::BadRequest(_) => "BadRequest",
+            CompactError::Store(_) => "Store",
+            CompactError::Parquet(_) => "Parquet",
+            CompactError::Refused { .. } => "Refused",
+        }
+    }
+}
+
+impl From<CompactError> for lambda_runtime::Diagnostic {
+    fn from(error: CompactError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
 }
 
 /// The contract's response, plus the count of staging lines sent to quarantine and, for a
@@ -247,55 +271,18 @@ impl Compact {
         compact
     }
 
+    /// One invocation, its log lines inside a `compaction` span naming the day (within the
+    /// runtime's span of the request id).
     pub async fn handle(&self, payload: &serde_json::Value) -> Result<Report, CompactError> {
-        let request = parse_request(payload)?;
-        self.leased(request.day, || self.handle_leased(request))
+        let request = parse_request(payload)
+            .inspect_err(|error| tracing::error!(%error, "compaction refused its payload"))?;
+        let span = tracing::info_span!("compaction", day = %request.day);
+        lease::run_leased(self, request.day, || self.handle_leased(request))
+            .instrument(span)
             .await
             .inspect_err(|error| {
-                tracing::error!(%error, day = %request.day, "compaction failed");
+                tracing::error!(%error, error_type = error.error_type(), day = %request.day, "compaction failed");
             })
-    }
-
-    /// Runs `work` holding the lease, and refuses if another run holds it.
-    async fn leased<T, W, F>(&self, day: Date, work: W) -> Result<T, CompactError>
-    where
-        W: FnOnce() -> F,
-        F: std::future::Future<Output = Result<T, CompactError>>,
-    {
-        let key = self.prefixes.compaction_lease_key();
-        let now = time::now_micros();
-        let holder = format!(
-            "{} at {}",
-            std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
-                .unwrap_or_else(|_| format!("process {}", std::process::id())),
-            time::format_rfc3339_micros(now)
-        );
-        let lease = match lease::acquire(
-            self.leases.as_ref(),
-            &key,
-            &holder,
-            now,
-            self.settings.lease_micros,
-        )
-        .await?
-        {
-            lease::Acquired::Held(lease) => lease,
-            lease::Acquired::Busy(other) => {
-                return Err(CompactError::Refused {
-                    day,
-                    why: format!(
-                        "another compaction ({}) holds the lease {key} since {}, until {} at the \
-                         latest; two runs would race on the same files, so try again after it",
-                        other.holder, other.acquired_at, other.expires_at
-                    ),
-                })
-            }
-        };
-        let result = work().await;
-        if let Err(error) = lease::release(self.leases.as_ref(), lease).await {
-            tracing::warn!(%error, "could not release the compaction lease: it expires by itself");
-        }
-        result
     }
 
     async fn handle_leased(&self, request: Request) -> Result<Report, CompactError> {
@@ -326,13 +313,16 @@ impl Compact {
         publish_metrics(
             self.metrics.as_ref(),
             &[
-                Metric::count("EventsCompacted", total(|r| r.rows_written)),
-                Metric::count("DuplicatesRemoved", total(|r| r.duplicates_removed)),
-                Metric::count("ParquetFilesWritten", total(|r| r.files.len() as u64)),
-                Metric::bytes("ParquetBytesWritten", total(|r| r.parquet_bytes)),
-                Metric::count("LinesQuarantined", total(|r| r.quarantined_lines)),
-                Metric::count("DaysRecompacted", report.recompacted.len() as u64),
-                Metric::count("LateObjectsFound", report.late_objects),
+                Metric::count(names::EVENTS_COMPACTED, total(|r| r.rows_written)),
+                Metric::count(names::DUPLICATES_REMOVED, total(|r| r.duplicates_removed)),
+                Metric::count(
+                    names::PARQUET_FILES_WRITTEN,
+                    total(|r| r.files.len() as u64),
+                ),
+                Metric::bytes(names::PARQUET_BYTES_WRITTEN, total(|r| r.parquet_bytes)),
+                Metric::count(names::LINES_QUARANTINED, total(|r| r.quarantined_lines)),
+                Metric::count(names::DAYS_RECOMPACTED, report.recompacted.len() as u64),
+                Metric::count(names::LATE_OBJECTS_FOUND, report.late_objects),
             ],
         )
         .await;
@@ -346,7 +336,7 @@ impl Compact {
 
     /// Compacts arrival day `day`; with `force`, even if staging it compacted before is gone.
     pub async fn run_with(&self, day: Date, force: bool) -> Result<Report, CompactError> {
-        self.leased(day, || async {
+        lease::run_leased(self, day, || async {
             let lake = self.list_lake().await?;
             self.run_listed(day, force, &lake).await
         })
@@ -471,15 +461,9 @@ impl Compact {
             manifest.map(|m| m.files.as_slice()),
             &earlier_parts,
         );
-        let mut run = Run::new(self, day, first_part);
-        let result = run.compact(&staging).await;
-        let files = match result {
-            Ok(()) => run.finish().await,
-            Err(error) => {
-                run.abort().await;
-                return Err(error);
-            }
-        }?;
+        let mut run = Run::new(self, day, first_part).compact(&staging).await?;
+        let mut files = std::mem::take(&mut run.files);
+        files.sort();
 
         // Before the old files go and the manifest is written: if registering fails, the day is
         // compacted, and registered, again by the next run.
@@ -500,8 +484,6 @@ impl Compact {
         if !leftovers.is_empty() {
             self.objects.delete(&leftovers).await?;
         }
-        let mut files = files;
-        files.sort();
         // Last: a crash before this leaves the old manifest, and the next scheduled run sees the
         // change again.
         let manifest = Manifest::new(
@@ -542,9 +524,13 @@ impl Compact {
             .into_iter()
             .filter(|o| o.key.ends_with(".ndjson"))
             .collect();
+        // A key of another shape sorts by itself, before the named ones.
+        fn start(key: &str) -> (&str, &str) {
+            MinuteKey::parse(key).map_or(("", ""), |k| (k.shard_id, k.first_sequence))
+        }
         objects.sort_by(|a, b| {
-            let (shard_a, seq_a) = shard_and_first_sequence(&a.key);
-            let (shard_b, seq_b) = shard_and_first_sequence(&b.key);
+            let (shard_a, seq_a) = start(&a.key);
+            let (shard_b, seq_b) = start(&b.key);
             shard_a
                 .cmp(shard_b)
                 .then_with(|| compare_sequence_numbers(seq_a, seq_b))
@@ -585,314 +571,12 @@ fn refuse_to_shrink(
     Err(CompactError::Refused { day, why })
 }
 
-/// A staging object's shard and first sequence number from its name; a name of another shape
-/// sorts by itself, before the named ones.
-fn shard_and_first_sequence(key: &str) -> (&str, &str) {
-    layout::parse_minute_object_name(key).unwrap_or(("", ""))
-}
-
 /// What `processed/` held when the invocation started: the Parquet part files, and every other key
 /// (the manifests among them).
 #[derive(Default)]
 struct LakeListing {
     parts: Vec<String>,
     other: std::collections::HashSet<String>,
-}
-
-/// One partition's output: rows being gathered, and the file they are being written to.
-struct Partition {
-    event_day: Date,
-    language: String,
-    rows: RowBuilder,
-    file: Option<AsyncArrowWriter<ObjectFile>>,
-    next_part: u32,
-}
-
-impl Partition {
-    fn buffered_bytes(&self) -> usize {
-        self.rows.bytes()
-    }
-}
-
-/// The state of one compaction.
-struct Run<'c> {
-    compact: &'c Compact,
-    day: Date,
-    /// Where this run's part numbers start: [`layout::first_part_of_next_run`].
-    first_part: u32,
-    properties: WriterProperties,
-    partitions: HashMap<(Date, String), Partition>,
-    redeliveries: RedeliveryFilter,
-    files: Vec<String>,
-    input_events: u64,
-    duplicates_removed: u64,
-    rows_written: u64,
-    quarantined_lines: u64,
-    parquet_bytes: u64,
-    /// Bytes of rows gathered but not yet encoded, over all partitions, and the most at once.
-    buffered_bytes: usize,
-    peak_buffered_bytes: usize,
-}
-
-impl<'c> Run<'c> {
-    fn new(compact: &'c Compact, day: Date, first_part: u32) -> Run<'c> {
-        let settings = &compact.settings;
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).expect("valid level"),
-            ))
-            .set_max_row_group_row_count(Some(settings.row_group_rows))
-            .set_max_row_group_bytes(Some(settings.row_group_bytes))
-            .set_created_by(format!(
-                "event-pipeline compact {}",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build();
-        Run {
-            compact,
-            day,
-            first_part,
-            properties,
-            partitions: HashMap::new(),
-            redeliveries: RedeliveryFilter::default(),
-            files: Vec::new(),
-            input_events: 0,
-            duplicates_removed: 0,
-            rows_written: 0,
-            quarantined_lines: 0,
-            parquet_bytes: 0,
-            buffered_bytes: 0,
-            peak_buffered_bytes: 0,
-        }
-    }
-
-    async fn compact(&mut self, staging: &[ObjectInfo]) -> Result<(), CompactError> {
-        let objects = self.compact.objects.clone();
-        let fetches: Vec<_> = staging
-            .iter()
-            .map(|info| {
-                let objects = objects.clone();
-                async move {
-                    let body = read_all(objects.as_ref(), &info.key, info.size as usize).await?;
-                    Ok::<_, StoreError>((info.key.as_str(), body))
-                }
-            })
-            .collect();
-        let mut bodies =
-            futures::stream::iter(fetches).buffered(self.compact.settings.prefetch.max(1));
-        while let Some(fetched) = bodies.next().await {
-            let (key, body) = fetched?;
-            self.compact_object(key, &body).await?;
-        }
-        Ok(())
-    }
-
-    async fn compact_object(&mut self, key: &str, body: &[u8]) -> Result<(), CompactError> {
-        let compact = self.compact;
-        if let Some((shard, first)) = layout::parse_minute_object_name(key) {
-            self.redeliveries.start_object(shard, first);
-        }
-        let mut bad_lines = Vec::new();
-        for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            self.input_events += 1;
-            let decoded = std::str::from_utf8(raw)
-                .map_err(|e| format!("not UTF-8: {e}"))
-                .and_then(lake::decode_staging_line);
-            let line = match decoded {
-                Ok(line) => line,
-                Err(detail) => {
-                    push_bad_line(&mut bad_lines, key, index + 1, &detail, raw);
-                    self.quarantined_lines += 1;
-                    continue;
-                }
-            };
-            if !self.redeliveries.first_sight(
-                line.shard_id(),
-                line.sequence_number(),
-                line.sub_sequence_number(),
-            ) {
-                self.duplicates_removed += 1;
-                continue;
-            }
-            let event_day = Date::of_micros(line.created_at);
-            let language = layout::language_partition(&line.language());
-            let partition = self
-                .partitions
-                .entry((event_day, language))
-                .or_insert_with_key(|(event_day, language)| Partition {
-                    event_day: *event_day,
-                    language: language.clone(),
-                    rows: RowBuilder::new(&compact.catalogue, compact.schema.clone()),
-                    file: None,
-                    next_part: self.first_part,
-                });
-            partition.rows.append(&compact.catalogue, &line, raw.len());
-            self.rows_written += 1;
-            self.buffered_bytes += raw.len();
-            self.peak_buffered_bytes = self.peak_buffered_bytes.max(self.buffered_bytes);
-            if partition.rows.rows() >= compact.settings.batch_rows
-                || partition.buffered_bytes() >= compact.settings.batch_bytes
-            {
-                let key = (partition.event_day, partition.language.clone());
-                self.encode(&key).await?;
-            }
-            if self.buffered_bytes >= compact.settings.memory_budget / 2 {
-                // Many partitions each below their own bound: encode the biggest.
-                let biggest = self
-                    .partitions
-                    .iter()
-                    .filter(|(_, p)| p.rows.rows() > 0)
-                    .max_by_key(|(_, p)| p.buffered_bytes())
-                    .map(|(key, _)| key.clone());
-                if let Some(key) = biggest {
-                    self.encode(&key).await?;
-                }
-            }
-        }
-        if !bad_lines.is_empty() {
-            let quarantine_key = compact.prefixes.compaction_quarantine_key(key);
-            tracing::warn!(
-                staging_key = key,
-                quarantine_key,
-                "staging object has unreadable lines"
-            );
-            compact
-                .objects
-                .put(&quarantine_key, Bytes::from(bad_lines))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Encodes a partition's gathered rows into its file, then keeps files and memory in bounds.
-    async fn encode(&mut self, key: &(Date, String)) -> Result<(), CompactError> {
-        let compact = self.compact;
-        let partition = self.partitions.get_mut(key).expect("partition exists");
-        self.buffered_bytes -= partition.buffered_bytes();
-        let batch = partition.rows.finish();
-        if partition.file.is_none() {
-            if partition.next_part >= self.first_part + layout::PART_BANK_SIZE {
-                return Err(CompactError::Refused {
-                    day: self.day,
-                    why: format!(
-                        "partition language={} of {} needs more than {} files; raise the file size",
-                        partition.language,
-                        partition.event_day,
-                        layout::PART_BANK_SIZE
-                    ),
-                });
-            }
-            let object_key = compact.prefixes.processed_key(
-                partition.event_day,
-                &partition.language,
-                self.day,
-                partition.next_part,
-            );
-            partition.next_part += 1;
-            let sink = ObjectFile::new(
-                compact.objects.clone(),
-                object_key,
-                compact.settings.part_size,
-            );
-            partition.file = Some(AsyncArrowWriter::try_new(
-                sink,
-                compact.schema.clone(),
-                Some(self.properties.clone()),
-            )?);
-        }
-        let writer = partition.file.as_mut().expect("just opened");
-        writer.write(&batch).await?;
-        if writer.bytes_written() as u64 + writer.in_progress_size() as u64
-            >= compact.settings.file_bytes
-        {
-            let writer = partition.file.take().expect("open");
-            self.close_file(writer).await?;
-        }
-        self.stay_within_budget().await
-    }
-
-    /// Flushes the biggest unfinished row groups until the writers fit the memory budget.
-    async fn stay_within_budget(&mut self) -> Result<(), CompactError> {
-        loop {
-            let mut total = 0usize;
-            let mut largest: Option<(&(Date, String), usize)> = None;
-            for (key, partition) in &self.partitions {
-                if let Some(writer) = &partition.file {
-                    let size = writer.in_progress_size();
-                    total += size;
-                    if largest.is_none_or(|(_, s)| size > s) {
-                        largest = Some((key, size));
-                    }
-                }
-            }
-            let Some((key, size)) = largest else {
-                return Ok(());
-            };
-            if total <= self.compact.settings.memory_budget || size == 0 {
-                return Ok(());
-            }
-            let key = key.clone();
-            let writer = self
-                .partitions
-                .get_mut(&key)
-                .and_then(|p| p.file.as_mut())
-                .expect("largest is open");
-            writer.flush().await?;
-        }
-    }
-
-    async fn close_file(
-        &mut self,
-        mut writer: AsyncArrowWriter<ObjectFile>,
-    ) -> Result<(), CompactError> {
-        writer.finish().await?;
-        let sink = writer.into_inner();
-        self.parquet_bytes += sink.bytes();
-        self.files.push(sink.key().to_string());
-        Ok(())
-    }
-
-    /// Writes what is still gathered and completes every file; returns every file written.
-    async fn finish(&mut self) -> Result<Vec<String>, CompactError> {
-        // In key order, so what a crash part-way leaves does not depend on hashing.
-        let mut keys: Vec<(Date, String)> = self.partitions.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            if self.partitions[&key].rows.rows() > 0 {
-                self.encode(&key).await?;
-            }
-            if let Some(writer) = self.partitions.get_mut(&key).and_then(|p| p.file.take()) {
-                self.close_file(writer).await?;
-            }
-        }
-        Ok(std::mem::take(&mut self.files))
-    }
-
-    /// After a failure: drop unfinished uploads so they leave no parts behind.
-    async fn abort(&mut self) {
-        for partition in self.partitions.values_mut() {
-            if let Some(writer) = partition.file.take() {
-                writer.into_inner().abort().await;
-            }
-        }
-    }
-}
-
-/// A quarantine line for a staging line compaction could not read.
-fn push_bad_line(out: &mut Vec<u8>, key: &str, line_number: usize, detail: &str, raw: &[u8]) {
-    let line = serde_json::json!({
-        "reason": pipeline::validate::Reason::InvalidStagingLine.code(),
-        "detail": detail,
-        "source_key": key,
-        "line_number": line_number,
-        "data_base64": base64::engine::general_purpose::STANDARD.encode(raw),
-    });
-    serde_json::to_writer(&mut *out, &line).expect("writing to a Vec cannot fail");
-    out.push(b'\n');
 }
 
 #[cfg(test)]

@@ -16,9 +16,11 @@ async fn main() -> Result<(), Error> {
     });
     let compact = compact::Compact::from_config(&config).await;
     let compact = &compact;
+    // Failures reach Lambda typed (`errorType` BadRequest, Refused, Store or Parquet): see
+    // `CompactError::error_type`.
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            compact.handle(&event.payload).await.map_err(Error::from)
+            compact.handle(&event.payload).await
         },
     ))
     .await

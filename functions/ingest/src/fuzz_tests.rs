@@ -160,7 +160,7 @@ async fn whatever_arrives_ends_as_events_or_quarantine_lines() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
-    let lake = pipeline::lake::decode_staging_line;
+    let lake = pipeline::staging_line::decode_staging_line;
     for execution in 0..executions {
         let mut draw = Draw(seed.wrapping_mul(1 << 32).wrapping_add(execution * 1000));
         let text = payload(&mut draw);

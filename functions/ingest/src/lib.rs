@@ -13,10 +13,11 @@
 //! The batch is read record by record ([`KinesisBatch`]): a record whose envelope cannot be read is
 //! quarantined with its raw JSON (`invalid_envelope`) and never fails its neighbours.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
+mod deadline;
+
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
@@ -25,12 +26,18 @@ use pipeline::catalogue::Catalogue;
 use pipeline::config::IngestConfig;
 use pipeline::kpl;
 use pipeline::lambda_payload::{Envelope, KinesisBatch};
-use pipeline::layout::{self, Minute, Prefixes, QuarantineLine, Source};
+use pipeline::layout::{self, Minute, Prefixes};
+use pipeline::metric_names::{ingest as names, REASON};
 use pipeline::ports::{
     publish_metrics, Claim, ClaimOutcome, DedupStore, Metric, MetricsSink, ObjectStore, StoreError,
 };
-use pipeline::position::compare_sequence_numbers;
+use pipeline::position::{compare_sequence_numbers, ShardCutoffs, StreamPosition};
+use pipeline::quarantine_line::QuarantineLine;
 use pipeline::validate::{self, Reason, Rejection, ValidEvent};
+use tracing::Instrument as _;
+
+use deadline::before;
+pub use deadline::Deadline;
 
 /// How many conditional puts are in flight at once.
 pub const CLAIM_CONCURRENCY: usize = 64;
@@ -71,60 +78,6 @@ pub struct Summary {
     pub write_ms: u64,
 }
 
-/// When the invocation must have answered Lambda: claims and PUTs are not started, and those in
-/// flight are given up (their records reported for redelivery), once too little time is left.
-#[derive(Debug, Clone, Copy)]
-pub struct Deadline {
-    /// Claims end here, leaving time for the PUTs of what they claimed.
-    claims_until: tokio::time::Instant,
-    /// PUTs end here, leaving time to answer.
-    writes_until: tokio::time::Instant,
-}
-
-impl Deadline {
-    /// From the time left, with a margin of a tenth of it (at least 200 ms, at most 3 s): claims
-    /// end three margins before the deadline, PUTs one margin before it, so the writes get two
-    /// margins and the answer one.
-    pub fn within(left: Duration) -> Deadline {
-        let now = tokio::time::Instant::now();
-        let margin = (left / 10).clamp(Duration::from_millis(200), Duration::from_secs(3));
-        Deadline {
-            claims_until: now + left.saturating_sub(margin * 3),
-            writes_until: now + left.saturating_sub(margin),
-        }
-    }
-
-    /// From the Runtime API's deadline (epoch milliseconds).
-    pub fn at_epoch_ms(deadline_ms: u64) -> Deadline {
-        let now_ms = (pipeline::time::now_micros() / 1000) as u64;
-        Deadline::within(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
-    }
-
-    /// No deadline (tests, replays run by hand).
-    pub fn none() -> Deadline {
-        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
-        Deadline {
-            claims_until: far,
-            writes_until: far,
-        }
-    }
-}
-
-/// Runs `work` unless `until` has passed, and gives it up if it is still running then.
-async fn before<T>(
-    until: tokio::time::Instant,
-    operation: &str,
-    work: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    let late = || StoreError::new(operation, "not finished before the invocation's deadline");
-    if tokio::time::Instant::now() >= until {
-        return Err(late());
-    }
-    tokio::time::timeout_at(until, work)
-        .await
-        .unwrap_or_else(|_| Err(late()))
-}
-
 /// One user record: a plain Kinesis record, or one user record of an aggregate.
 struct Unit<'a> {
     shard_id: &'a str,
@@ -147,12 +100,12 @@ enum State<'a> {
 }
 
 impl Unit<'_> {
-    fn source(&self) -> Source<'_> {
-        Source {
-            shard_id: self.shard_id,
-            sequence_number: self.sequence_number,
-            sub_sequence_number: self.sub_sequence_number,
-        }
+    fn source(&self) -> StreamPosition<'_> {
+        StreamPosition::new(
+            self.shard_id,
+            self.sequence_number,
+            self.sub_sequence_number,
+        )
     }
 
     fn claimed_by(&self) -> String {
@@ -169,48 +122,11 @@ impl Unit<'_> {
     }
 }
 
-/// Per shard, the lowest sequence number not yet safely written; or the whole batch, when a record
-/// that carries no sequence number could not be made safe.
-#[derive(Default)]
-struct Cutoffs<'a> {
-    shards: HashMap<&'a str, &'a str>,
-    whole_batch: bool,
-}
-
-impl<'a> Cutoffs<'a> {
-    fn lower_to(&mut self, shard: &'a str, sequence: &'a str) {
-        self.shards
-            .entry(shard)
-            .and_modify(|current| {
-                if compare_sequence_numbers(sequence, current).is_lt() {
-                    *current = sequence;
-                }
-            })
-            .or_insert(sequence);
-    }
-
-    /// True when the unit is at or beyond its shard's cutoff: it will be redelivered.
-    fn retries(&self, unit: &Unit) -> bool {
-        self.whole_batch
-            || self
-                .shards
-                .get(unit.shard_id)
-                .is_some_and(|cut| compare_sequence_numbers(unit.sequence_number, cut).is_ge())
-    }
-
-    /// `batchItemFailures`: the lowest unsafe sequence number of each shard. Lambda reads an
-    /// empty item identifier as "the whole batch failed".
-    fn into_response(self) -> KinesisEventResponse {
-        let mut response = KinesisEventResponse::default();
-        if self.whole_batch {
-            response.set_failures([""]);
-            return response;
-        }
-        let mut failures: Vec<(&str, &str)> = self.shards.into_iter().collect();
-        failures.sort();
-        response.set_failures(failures.into_iter().map(|(_, sequence)| sequence));
-        response
-    }
+/// `batchItemFailures` from the cutoffs: Lambda redelivers each shard from its cutoff.
+fn into_response(cutoffs: &ShardCutoffs) -> KinesisEventResponse {
+    let mut response = KinesisEventResponse::default();
+    response.set_failures(cutoffs.item_identifiers());
+    response
 }
 
 /// How objects are named: as ingest names them, or as `redrive` names what it stages from
@@ -245,7 +161,15 @@ impl Ingest {
         }
     }
 
+    /// One invocation: the batch settled, logged (inside a span naming the batch's shard and first
+    /// sequence number, within the runtime's span of the request id) and counted.
     pub async fn handle(&self, batch: &KinesisBatch, deadline: Deadline) -> KinesisEventResponse {
+        let (shard, first_sequence) = batch.first_position().unwrap_or_default();
+        let span = tracing::info_span!("batch", shard, first_sequence);
+        self.handle_batch(batch, deadline).instrument(span).await
+    }
+
+    async fn handle_batch(&self, batch: &KinesisBatch, deadline: Deadline) -> KinesisEventResponse {
         let (response, summary) = self.process(batch, deadline).await;
         tracing::info!(
             records = batch.records.len(),
@@ -262,21 +186,19 @@ impl Ingest {
             write_ms = summary.write_ms,
             "batch done"
         );
-        // Per reason under a name of its own: the emulator (moto) matches a query for
-        // RecordsQuarantined{FunctionName} against {FunctionName, Reason} too, and would count twice.
         let by_reason = summary.quarantined_by_reason.iter().map(|(reason, n)| {
-            Metric::count("RecordsQuarantinedByReason", *n).by("Reason", reason)
+            Metric::count(names::RECORDS_QUARANTINED_BY_REASON, *n).by(REASON, reason)
         });
         let metrics: Vec<Metric> = [
-            Metric::count("RecordsReceived", summary.records_received),
-            Metric::count("EventsWritten", summary.events_written),
-            Metric::count("DuplicatesDropped", summary.duplicates_dropped),
-            Metric::count("RecordsQuarantined", summary.records_quarantined),
+            Metric::count(names::RECORDS_RECEIVED, summary.records_received),
+            Metric::count(names::EVENTS_WRITTEN, summary.events_written),
+            Metric::count(names::DUPLICATES_DROPPED, summary.duplicates_dropped),
+            Metric::count(names::RECORDS_QUARANTINED, summary.records_quarantined),
             Metric::count(
-                "BatchItemFailures",
+                names::BATCH_ITEM_FAILURES,
                 response.batch_item_failures.len() as u64,
             ),
-            Metric::bytes("StagingBytesWritten", summary.staging_bytes_written),
+            Metric::bytes(names::STAGING_BYTES_WRITTEN, summary.staging_bytes_written),
         ]
         .into_iter()
         .chain(by_reason)
@@ -304,21 +226,25 @@ impl Ingest {
     /// sequence number that could not be made safe; a re-run settles it.
     pub async fn replay_quarantined(
         &self,
-        lines: &[QuarantineLine],
+        lines: &[QuarantineLine<'_>],
         deadline: Deadline,
     ) -> (KinesisEventResponse, Summary) {
         let started = Instant::now();
+        // Lines of staging lines compaction could not read hold no record: not replayable.
         let units = lines
             .iter()
-            .map(|line| Unit {
-                shard_id: &line.shard_id,
-                sequence_number: &line.sequence_number,
-                sub_sequence_number: line.sub_sequence_number,
-                // Empty: the claim is named from the position, exactly as Lambda's eventID.
-                event_id: "",
-                received_at: line.received_at,
-                data: &line.data,
-                state: self.check(&line.data, line.received_at),
+            .filter_map(|line| {
+                let (position, received_at) = line.record_origin()?;
+                Some(Unit {
+                    shard_id: &position.shard_id,
+                    sequence_number: &position.sequence_number,
+                    sub_sequence_number: position.sub_sequence_number,
+                    // Empty: the claim is named from the position, exactly as Lambda's eventID.
+                    event_id: "",
+                    received_at,
+                    data: &line.data,
+                    state: self.check(&line.data, received_at),
+                })
             })
             .collect();
         self.settle(units, started, deadline, Naming::Redriven)
@@ -334,7 +260,7 @@ impl Ingest {
     ) -> (KinesisEventResponse, Summary) {
         mark_duplicates_within_batch(&mut units);
         let decoded = Instant::now();
-        let mut cutoffs = Cutoffs::default();
+        let mut cutoffs = ShardCutoffs::default();
         self.claim_all(&mut units, &mut cutoffs, deadline.claims_until)
             .await;
         let claimed = Instant::now();
@@ -352,7 +278,7 @@ impl Ingest {
             ..Summary::default()
         };
         for unit in &units {
-            if cutoffs.retries(unit) {
+            if cutoffs.retries(unit.shard_id, unit.sequence_number) {
                 summary.records_retried += 1;
                 continue;
             }
@@ -372,7 +298,7 @@ impl Ingest {
                 }
             }
         }
-        (cutoffs.into_response(), summary)
+        (into_response(&cutoffs), summary)
     }
 
     fn unpack<'a>(&'a self, records: &'a [Envelope]) -> Vec<Unit<'a>> {
@@ -439,7 +365,7 @@ impl Ingest {
     async fn claim_all<'a>(
         &self,
         units: &mut [Unit<'a>],
-        cutoffs: &mut Cutoffs<'a>,
+        cutoffs: &mut ShardCutoffs<'a>,
         until: tokio::time::Instant,
     ) {
         let now = (self.clock)();
@@ -489,7 +415,10 @@ impl Ingest {
             };
         }
         if let Some(error) = first_error {
-            tracing::warn!(%error, "dedup claims failed; those records will be redelivered");
+            log_store_failure(
+                &error,
+                "dedup claims failed; those records will be redelivered",
+            );
         }
     }
 
@@ -497,7 +426,7 @@ impl Ingest {
     async fn write_objects<'a>(
         &self,
         units: &[Unit<'a>],
-        cutoffs: &mut Cutoffs<'a>,
+        cutoffs: &mut ShardCutoffs<'a>,
         until: tokio::time::Instant,
         naming: Naming,
     ) -> (u64, u64) {
@@ -508,7 +437,7 @@ impl Ingest {
                 State::Quarantined(_) if naming == Naming::Ingest => ObjectKind::Quarantine,
                 _ => continue,
             };
-            if cutoffs.retries(unit) {
+            if cutoffs.retries(unit.shard_id, unit.sequence_number) {
                 continue;
             }
             groups
@@ -572,15 +501,29 @@ impl Ingest {
                     // Records with no sequence number cannot be named for redelivery: the
                     // invocation fails, and Lambda retries (or bisects) the batch.
                     tracing::error!(%error, shard, "quarantine of unsequenced records failed");
-                    cutoffs.whole_batch = true;
+                    cutoffs.fail_whole_batch();
                 }
                 Err(error) => {
-                    tracing::warn!(%error, shard, first_sequence = first, "object write failed; redelivery from its first record");
+                    log_store_failure(
+                        &error,
+                        &format!("object write failed (shard {shard}, first sequence {first}); redelivery from its first record"),
+                    );
                     cutoffs.lower_to(shard, first);
                 }
             }
         }
         (bytes, count)
+    }
+}
+
+/// A claim or PUT that failed after the SDK's retries: a transient failure is a warning (the
+/// redelivery will likely succeed); a permanent one is an error, since every redelivery will fail
+/// the same way until the permissions or the configuration change.
+fn log_store_failure(error: &StoreError, what: &str) {
+    if error.is_transient() {
+        tracing::warn!(%error, transient = true, "{what}");
+    } else {
+        tracing::error!(%error, transient = false, "{what}; the failure is permanent (access, configuration): every redelivery fails the same way until it is fixed");
     }
 }
 
@@ -600,7 +543,12 @@ fn staging_body(members: &[&Unit]) -> Vec<u8> {
     let mut body = Vec::with_capacity(members.iter().map(|u| u.data.len() + 256).sum());
     for unit in members {
         if let State::Claimed(event) = &unit.state {
-            layout::push_staging_line(&mut body, event, unit.received_at, &unit.source());
+            pipeline::staging_line::push_staging_line(
+                &mut body,
+                event,
+                unit.received_at,
+                &unit.source(),
+            );
         }
     }
     body
@@ -610,14 +558,14 @@ fn quarantine_body(members: &[&Unit]) -> Vec<u8> {
     let mut body = Vec::with_capacity(members.iter().map(|u| u.data.len() * 4 / 3 + 256).sum());
     for unit in members {
         if let State::Quarantined(rejection) = &unit.state {
-            layout::push_quarantine_line(
-                &mut body,
+            QuarantineLine::record(
                 rejection.reason,
                 &rejection.detail,
-                &unit.source(),
+                unit.source(),
                 unit.received_at,
                 unit.data,
-            );
+            )
+            .push_to(&mut body);
         }
     }
     body

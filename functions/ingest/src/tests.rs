@@ -1,6 +1,7 @@
 //! The handler against the in-memory twins. The same promises against a real emulator and through
 //! the built binary are in the workspace's `tests/` crate.
 
+use pipeline::metric_names::ingest as ingest_metrics;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -121,8 +122,8 @@ async fn duplicates_within_and_across_batches_are_dropped_and_counted() {
     assert_eq!((summary.events_written, summary.duplicates_dropped), (1, 1));
     let second = batch(&[record(0, 3, ARRIVAL_MS, event_json(1))]);
     h.ingest.handle(&second, Deadline::none()).await;
-    assert_eq!(h.metrics.total("EventsWritten"), 0.0);
-    assert_eq!(h.metrics.total("DuplicatesDropped"), 1.0);
+    assert_eq!(h.metrics.total(ingest_metrics::EVENTS_WRITTEN), 0.0);
+    assert_eq!(h.metrics.total(ingest_metrics::DUPLICATES_DROPPED), 1.0);
     assert_eq!(h.dedup.owner(&uuid(1)).unwrap(), "shardId-000000000000:1");
 }
 
@@ -370,11 +371,11 @@ async fn metrics_add_up_to_the_records_received() {
     ];
     h.ingest.handle(&batch(&records), Deadline::none()).await;
     let m = |name| h.metrics.total(name);
-    assert_eq!(m("RecordsReceived"), 3.0);
-    assert_eq!(m("EventsWritten"), 1.0);
-    assert_eq!(m("DuplicatesDropped"), 1.0);
-    assert_eq!(m("RecordsQuarantined"), 1.0);
-    assert_eq!(m("BatchItemFailures"), 0.0);
+    assert_eq!(m(ingest_metrics::RECORDS_RECEIVED), 3.0);
+    assert_eq!(m(ingest_metrics::EVENTS_WRITTEN), 1.0);
+    assert_eq!(m(ingest_metrics::DUPLICATES_DROPPED), 1.0);
+    assert_eq!(m(ingest_metrics::RECORDS_QUARANTINED), 1.0);
+    assert_eq!(m(ingest_metrics::BATCH_ITEM_FAILURES), 0.0);
     // The bytes of the one staging object, not of the quarantine object.
     let staged: Vec<String> = h
         .objects
@@ -384,7 +385,10 @@ async fn metrics_add_up_to_the_records_received() {
         .collect();
     assert_eq!(staged.len(), 1, "{staged:?}");
     let staged_bytes = h.objects.object(&staged[0]).unwrap().len();
-    assert_eq!(m("StagingBytesWritten"), staged_bytes as f64);
+    assert_eq!(
+        m(ingest_metrics::STAGING_BYTES_WRITTEN),
+        staged_bytes as f64
+    );
 }
 
 /// A metrics backend that is down.

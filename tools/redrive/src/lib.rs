@@ -25,7 +25,9 @@ use ingest::{Deadline, Ingest, Summary};
 use pipeline::given_up::GivenUpBatch;
 use pipeline::lambda_payload::{Envelope, KinesisBatch};
 use pipeline::layout;
+use pipeline::metric_names::ingest as names;
 use pipeline::ports::{publish_metrics, read_all, Metric, ObjectStore, StoreError};
+use pipeline::quarantine_line::QuarantineLine;
 use pipeline::time::{self, Date};
 use pipeline::validate::Reason;
 use serde::Serialize;
@@ -246,12 +248,16 @@ impl Redrive {
                     report.lines += 1;
                     let parsed = std::str::from_utf8(raw)
                         .map_err(|e| e.to_string())
-                        .and_then(layout::parse_quarantine_line);
+                        .and_then(QuarantineLine::parse);
+                    let record_has_position = |line: &QuarantineLine| {
+                        line.record_origin()
+                            .is_some_and(|(position, _)| !position.sequence_number.is_empty())
+                    };
                     match parsed {
-                        Ok(line) if NOT_REPLAYABLE.iter().any(|r| r.code() == line.reason) => {
+                        Ok(line) if NOT_REPLAYABLE.contains(&line.reason) => {
                             report.not_replayable += 1
                         }
-                        Ok(line) if line.sequence_number.is_empty() => report.not_replayable += 1,
+                        Ok(line) if !record_has_position(&line) => report.not_replayable += 1,
                         Ok(line) => lines.push(line),
                         Err(problem) => report.problems.push(Problem {
                             key: key.clone(),
@@ -290,16 +296,16 @@ impl Redrive {
     /// and quarantined once already: only what they became now is counted.
     async fn publish(&self, counts: &Counts, received: bool) {
         let mut metrics = vec![
-            Metric::count("EventsWritten", counts.events_written),
-            Metric::count("DuplicatesDropped", counts.duplicates_dropped),
+            Metric::count(names::EVENTS_WRITTEN, counts.events_written),
+            Metric::count(names::DUPLICATES_DROPPED, counts.duplicates_dropped),
         ];
         if received {
             metrics.push(Metric::count(
-                "RecordsReceived",
+                names::RECORDS_RECEIVED,
                 counts.records - counts.records_failed,
             ));
             metrics.push(Metric::count(
-                "RecordsQuarantined",
+                names::RECORDS_QUARANTINED,
                 counts.records_quarantined,
             ));
         }

@@ -7,9 +7,11 @@ use pipeline::catalogue::Catalogue;
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 use pipeline::given_up::{given_up_key, GivenUpBatch, KinesisBatchInfo, GIVEN_UP_PREFIX};
 use pipeline::lambda_payload::{kinesis_event, StreamRecord, DEFAULT_STREAM_ARN};
-use pipeline::layout::{push_quarantine_line, Minute, Prefixes, Source};
+use pipeline::layout::{Minute, Prefixes};
 use pipeline::memory::{MemoryDedupStore, MemoryMetrics, MemoryObjectStore};
 use pipeline::ports::{Claim, DedupStore};
+use pipeline::position::StreamPosition;
+use pipeline::quarantine_line::QuarantineLine;
 use pipeline::validate::Reason;
 
 use super::*;
@@ -211,19 +213,14 @@ fn quarantine_line(
     sub: Option<u32>,
     data: &[u8],
 ) {
-    let source = Source {
-        shard_id: "shardId-000000000000",
-        sequence_number: sequence,
-        sub_sequence_number: sub,
-    };
-    push_quarantine_line(
-        out,
+    QuarantineLine::record(
         reason,
         "old catalogue",
-        &source,
+        StreamPosition::new("shardId-000000000000", sequence, sub),
         ARRIVAL_MS * 1000,
         data,
-    );
+    )
+    .push_to(out);
 }
 
 #[tokio::test]

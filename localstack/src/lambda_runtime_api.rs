@@ -52,6 +52,8 @@ pub struct LambdaProcess {
     queue: mpsc::Sender<Pending>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
+    /// The request id of every invocation so far, in order.
+    request_ids: Vec<String>,
     server: tokio::task::JoinHandle<()>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -114,6 +116,7 @@ impl LambdaProcess {
             queue,
             shared,
             next_id: AtomicU64::new(1),
+            request_ids: Vec::new(),
             server,
             stdout,
             stderr,
@@ -142,6 +145,7 @@ impl LambdaProcess {
     ) -> anyhow::Result<Outcome> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("00000000-0000-4000-8000-{n:012}");
+        self.request_ids.push(request_id.clone());
         let (tx, rx) = oneshot::channel();
         self.shared
             .waiting
@@ -186,6 +190,11 @@ impl LambdaProcess {
         timeout: Duration,
     ) -> anyhow::Result<std::process::ExitStatus> {
         Ok(tokio::time::timeout(timeout, self.child.wait()).await??)
+    }
+
+    /// The request id of every invocation so far, in order.
+    pub fn request_ids(&self) -> &[String] {
+        &self.request_ids
     }
 
     /// Lines the function wrote to stdout (EMF metric lines).

@@ -1,0 +1,251 @@
+//! The staging NDJSON line (contract: Staging): written by `ingest` ([`push_staging_line`]), read
+//! by compaction ([`decode_staging_line`]). One line per event, whatever whitespace the producer
+//! used:
+//!
+//! ```json
+//! {"event_uuid":"…","event_name":"game:resumed","event_type":"game","event_subtype":"resumed",
+//!  "created_at":"2024-04-11T14:10:05.951235Z","received_at":"2024-04-11T14:10:06.012000Z",
+//!  "event_specifics":{…as received…},"source":{"shard_id":"…","sequence_number":"…"}}
+//! ```
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::layout::Language;
+use crate::position::StreamPosition;
+use crate::time;
+use crate::validate::{for_each_entry, json_str, push_json_str, ValidEvent};
+
+/// Appends valid JSON text with its line ends made spaces, so an event an SDK indented (or sent with
+/// CRLF) is still one NDJSON line. Exact: JSON strings cannot hold a raw CR or LF, so every one is
+/// whitespace between tokens, and UTF-8 never uses those bytes inside a character.
+fn push_on_one_line(out: &mut Vec<u8>, json: &str) {
+    let start = out.len();
+    out.extend_from_slice(json.as_bytes());
+    for b in &mut out[start..] {
+        if matches!(*b, b'\n' | b'\r') {
+            *b = b' ';
+        }
+    }
+}
+
+/// Appends one staging NDJSON line (with its newline).
+pub fn push_staging_line(
+    out: &mut Vec<u8>,
+    event: &ValidEvent,
+    received_at: i64,
+    source: &StreamPosition,
+) {
+    out.extend_from_slice(b"{\"event_uuid\":");
+    push_json_str(out, &event.event_uuid);
+    out.extend_from_slice(b",\"event_name\":");
+    push_json_str(out, event.event_name);
+    out.extend_from_slice(b",\"event_type\":");
+    push_json_str(out, event.event_type);
+    out.extend_from_slice(b",\"event_subtype\":");
+    push_json_str(out, event.event_subtype);
+    out.extend_from_slice(b",\"created_at\":\"");
+    time::push_rfc3339_micros(out, event.created_at);
+    out.extend_from_slice(b"\",\"received_at\":\"");
+    time::push_rfc3339_micros(out, received_at);
+    out.extend_from_slice(b"\",\"event_specifics\":");
+    push_on_one_line(out, event.specifics.map_or("{}", RawValue::get));
+    out.extend_from_slice(b",\"source\":{");
+    source.push_json_fields(out);
+    out.extend_from_slice(b"}}\n");
+}
+
+/// One staging line, borrowed from the object's bytes.
+#[derive(Deserialize)]
+pub struct StagingLine<'a> {
+    #[serde(borrow)]
+    pub event_uuid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event_subtype: Cow<'a, str>,
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    #[serde(borrow)]
+    received_at: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub event_specifics: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub source: StreamPosition<'a>,
+}
+
+/// A staging line ready to become a row.
+pub struct DecodedLine<'a> {
+    pub line: StagingLine<'a>,
+    pub created_at: i64,
+    pub received_at: i64,
+}
+
+impl<'a> DecodedLine<'a> {
+    pub fn source(&self) -> &StreamPosition<'a> {
+        &self.line.source
+    }
+
+    /// `event_specifics.language_id`, as the partitioning sees it.
+    pub fn language(&self) -> Language<'a> {
+        let Some(specifics) = self.line.event_specifics else {
+            return Language::Absent;
+        };
+        let mut language = Language::Absent;
+        let _ = for_each_entry(specifics.get(), |key, value| {
+            if key == "language_id" {
+                language = match json_str(value) {
+                    Some(s) => Language::Text(s),
+                    None if value.get() == "null" => Language::Absent,
+                    None => Language::NotAString,
+                };
+            }
+        });
+        language
+    }
+}
+
+/// Parses one staging line (the inverse of [`push_staging_line`]); the error is a human-readable
+/// reason.
+pub fn decode_staging_line(text: &str) -> Result<DecodedLine<'_>, String> {
+    let line: StagingLine = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if line.event_uuid.is_empty() || line.source.sequence_number.is_empty() {
+        return Err("empty event_uuid or sequence_number".into());
+    }
+    if let Some(specifics) = line.event_specifics {
+        if !specifics.get().starts_with('{') {
+            return Err("event_specifics is not an object".into());
+        }
+    }
+    let created_at = parse_line_timestamp(&line.created_at)
+        .ok_or_else(|| format!("created_at `{}` is not RFC 3339", line.created_at))?;
+    let received_at = parse_line_timestamp(&line.received_at)
+        .ok_or_else(|| format!("received_at `{}` is not RFC 3339", line.received_at))?;
+    Ok(DecodedLine {
+        line,
+        created_at,
+        received_at,
+    })
+}
+
+/// Reads `YYYY-MM-DDTHH:MM:SS.ffffffZ` (what ingest writes) directly, anything else as RFC 3339.
+fn parse_line_timestamp(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 27
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[26] == b'Z';
+    if !shape_ok {
+        return time::parse_rfc3339(s).ok();
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let date = time::Date {
+        year: num(0..4)? as i32,
+        month: num(5..7)? as u32,
+        day: num(8..10)? as u32,
+    };
+    let (hour, minute, second, micro) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !(1..=12).contains(&date.month)
+        || time::Date::from_days(date.to_days()) != date
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    Some(date.start_micros() + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micro)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::Catalogue;
+
+    #[test]
+    fn staging_line_has_every_contract_field_and_reads_back() {
+        let catalogue = Catalogue::embedded();
+        let data = br#"{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605.9512355,"event_name":"game:resumed","event_specifics":{"score":46, "x":"y", "language_id":"lang_ru"}}"#;
+        let received = 1_712_844_606_012_000;
+        let event = crate::validate::validate(data, received, &catalogue).unwrap();
+        let mut out = Vec::new();
+        let source = StreamPosition::new("shardId-000000000000", "4954", Some(2));
+        push_staging_line(&mut out, &event, received, &source);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({
+                "event_uuid": "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573",
+                "event_name": "game:resumed", "event_type": "game", "event_subtype": "resumed",
+                "created_at": "2024-04-11T14:10:05.951235Z",
+                "received_at": "2024-04-11T14:10:06.012000Z",
+                "event_specifics": {"score": 46, "x": "y", "language_id": "lang_ru"},
+                "source": {"shard_id": "shardId-000000000000", "sequence_number": "4954", "sub_sequence_number": 2}
+            })
+        );
+        // Specifics are kept byte for byte, spacing included.
+        assert!(String::from_utf8_lossy(&out).contains(r#"{"score":46, "x":"y", "#));
+
+        let text = std::str::from_utf8(&out[..out.len() - 1]).unwrap();
+        let back = decode_staging_line(text).unwrap();
+        assert_eq!(back.line.event_uuid, event.event_uuid);
+        assert_eq!(back.line.event_name, "game:resumed");
+        assert_eq!(
+            (
+                back.line.event_type.as_ref(),
+                back.line.event_subtype.as_ref()
+            ),
+            ("game", "resumed")
+        );
+        assert_eq!(back.created_at, event.created_at);
+        assert_eq!(back.received_at, received);
+        assert_eq!(back.source(), &source);
+        assert_eq!(back.language(), Language::Text("lang_ru".into()));
+    }
+
+    #[test]
+    fn an_event_spanning_lines_is_one_staging_line() {
+        let catalogue = Catalogue::embedded();
+        let data = b"{\r\n  \"event_uuid\": \"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573\",\r\n  \"created_at\": 1712844605,\n  \"event_name\": \"game:resumed\",\n  \"event_specifics\": {\r\n    \"score\": 46,\n    \"note\": \"a\\nb\"\r\n  }\r\n}\r\n";
+        let event = crate::validate::validate(data, 1_712_844_606_012_000, &catalogue).unwrap();
+        let mut out = Vec::new();
+        let source = StreamPosition::new("s", "1", None);
+        push_staging_line(&mut out, &event, 1_712_844_606_012_000, &source);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(!out.contains(&b'\r'));
+        let text = std::str::from_utf8(&out[..out.len() - 1]).unwrap();
+        let line = decode_staging_line(text).unwrap();
+        let specifics: serde_json::Value =
+            serde_json::from_str(line.line.event_specifics.unwrap().get()).unwrap();
+        assert_eq!(specifics, serde_json::json!({"score": 46, "note": "a\nb"}));
+        assert_eq!(line.language(), Language::Absent);
+    }
+
+    #[test]
+    fn line_timestamps_read_ingests_shape_and_any_rfc3339() {
+        let micros = time::parse_rfc3339("2024-04-11T14:10:05.951235Z").unwrap();
+        assert_eq!(
+            parse_line_timestamp("2024-04-11T14:10:05.951235Z"),
+            Some(micros)
+        );
+        assert_eq!(
+            parse_line_timestamp("2024-04-11T16:10:05.951235+02:00"),
+            Some(micros)
+        );
+        assert_eq!(parse_line_timestamp("2024-02-30T14:10:05.951235Z"), None);
+        assert_eq!(parse_line_timestamp("2024-04-11T24:10:05.951235Z"), None);
+        assert!(decode_staging_line(r#"{"event_uuid":""}"#).is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! Every reason code from its smallest example, and the odd but valid JSON that must pass.
+use super::*;
+
+const ARRIVAL: i64 = 1_712_844_606_012_000;
+
+fn check(json: &str) -> Result<ValidEvent<'_>, Rejection> {
+    static CATALOGUE: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
+    validate(
+        json.as_bytes(),
+        ARRIVAL,
+        CATALOGUE.get_or_init(Catalogue::embedded),
+    )
+}
+
+fn reason(json: &str) -> Reason {
+    check(json).unwrap_err().reason
+}
+
+const GOOD: &str = r#"{"event_uuid":"D7CA46D5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605.9512355,"event_name":"game:resumed","event_specifics":{"device":"iOS","user_location":"Vernier, France","attempts":93,"language_id":"lang_ru","difficulty":"Hard","score":46,"session_id":"937baf69-7d3e-406c-b32f-f8a937bd70f1","new_thing":[1,2]}}"#;
+
+#[test]
+fn accepts_the_contract_example_and_keeps_undeclared_fields() {
+    let event = check(GOOD).unwrap();
+    assert_eq!(event.event_uuid, "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573");
+    assert_eq!((event.event_type, event.event_subtype), ("game", "resumed"));
+    assert_eq!(event.created_at, 1_712_844_605_951_235);
+    assert!(event
+        .specifics
+        .unwrap()
+        .get()
+        .contains("\"new_thing\":[1,2]"));
+}
+
+#[test]
+fn absent_or_null_specifics_are_empty() {
+    let base = r#"{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":"2024-04-11T14:10:05Z","event_name":"user:login""#;
+    assert!(check(&format!("{base}}}")).unwrap().specifics.is_none());
+    assert!(check(&format!("{base},\"event_specifics\":null}}"))
+        .unwrap()
+        .specifics
+        .is_none());
+    // Null for a declared field means absent.
+    check(&format!("{base},\"event_specifics\":{{\"device\":null}}}}")).unwrap();
+}
+
+#[test]
+fn each_reason_code() {
+    let with = |field: &str, value: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+        v[field] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    };
+    let without = |field: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+        v.as_object_mut().unwrap().remove(field);
+        v.to_string()
+    };
+    assert_eq!(
+        validate(b"{\"a\":\"\xff\"}", ARRIVAL, &Catalogue::embedded())
+            .unwrap_err()
+            .reason,
+        Reason::NotUtf8
+    );
+    assert_eq!(reason("{\"event_uuid\":"), Reason::InvalidJson);
+    assert_eq!(reason("{} trailing"), Reason::InvalidJson);
+    assert_eq!(reason("[1,2,3]"), Reason::NotAnObject);
+    assert_eq!(reason("\"just a string\""), Reason::NotAnObject);
+    assert_eq!(reason("not json"), Reason::InvalidJson);
+    assert_eq!(reason(&without("event_uuid")), Reason::MissingField);
+    assert_eq!(reason(&without("created_at")), Reason::MissingField);
+    assert_eq!(reason(&without("event_name")), Reason::MissingField);
+    assert_eq!(
+        reason(&with("event_uuid", "\"not-a-uuid\"")),
+        Reason::InvalidUuid
+    );
+    assert_eq!(reason(&with("event_uuid", "42")), Reason::InvalidUuid);
+    assert_eq!(
+        reason(&with("created_at", "\"yesterday\"")),
+        Reason::InvalidTimestamp
+    );
+    assert_eq!(
+        reason(&with("created_at", "true")),
+        Reason::InvalidTimestamp
+    );
+    assert_eq!(
+        reason(&with("created_at", "946684799")),
+        Reason::CreatedAtOutOfRange
+    );
+    assert_eq!(
+        reason(&with("created_at", "1712931100")),
+        Reason::CreatedAtOutOfRange
+    );
+    assert_eq!(
+        reason(&with("event_name", "\"game\"")),
+        Reason::InvalidEventName
+    );
+    assert_eq!(
+        reason(&with("event_name", "\"game:\"")),
+        Reason::InvalidEventName
+    );
+    assert_eq!(reason(&with("event_name", "7")), Reason::InvalidEventName);
+    assert_eq!(
+        reason(&with("event_name", "\"game:flew\"")),
+        Reason::UnknownEvent
+    );
+    let escaped = GOOD.replace("\"game:resumed\"", "\"game\\u003aresumed\"");
+    assert_eq!(check(&escaped).unwrap().event_name, "game:resumed");
+    assert_eq!(
+        reason(&with("event_specifics", "[1]")),
+        Reason::WrongFieldType
+    );
+    assert_eq!(
+        reason(&with("event_specifics", "{\"score\":\"46\"}")),
+        Reason::WrongFieldType
+    );
+    assert_eq!(
+        reason(&with("event_specifics", "{\"attempts\":9.5}")),
+        Reason::WrongFieldType
+    );
+    assert_eq!(
+        reason(&with("event_specifics", "{\"device\":1}")),
+        Reason::WrongFieldType
+    );
+}
+
+#[test]
+fn created_at_may_be_up_to_a_day_after_arrival() {
+    let mut v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+    v["created_at"] = serde_json::json!((ARRIVAL + MICROS_PER_DAY) / 1_000_000);
+    check(&v.to_string()).unwrap();
+}
+
+#[test]
+fn a_field_declared_only_by_another_event_is_not_type_checked() {
+    // user:login does not declare language_id, so any JSON value is kept as an extra.
+    let json = r#"{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605,"event_name":"user:login","event_specifics":{"language_id":5}}"#;
+    check(json).unwrap();
+}
+
+#[test]
+fn json_kinds() {
+    assert_eq!(json_kind("12"), Some(JsonKind::Integer));
+    assert_eq!(json_kind("-1.5e3"), Some(JsonKind::Number));
+    assert_eq!(json_kind("99999999999999999999"), Some(JsonKind::Number));
+    assert_eq!(json_kind("null"), None);
+    assert!(JsonKind::Integer.fits(FieldType::Number));
+    assert!(!JsonKind::Number.fits(FieldType::Integer));
+}
+
+#[test]
+fn reason_codes_and_json_strings_read_back_as_written() {
+    for reason in Reason::ALL {
+        assert_eq!(Reason::from_code(reason.code()), Some(reason));
+    }
+    assert_eq!(Reason::from_code("no_such_reason"), None);
+    for s in [
+        "plain",
+        "quo\"te",
+        "back\\slash",
+        "line\nend",
+        "\u{1}",
+        "日本",
+    ] {
+        let mut out = Vec::new();
+        push_json_str(&mut out, s);
+        let raw: Box<RawValue> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json_str(&raw).as_deref(), Some(s));
+    }
+}
