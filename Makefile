@@ -109,6 +109,8 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	python3 scripts/check-rust-version.py
+	python3 scripts/check-sizes.py
+	scripts/check-deps.sh
 	python3 scripts/readme-demo.py --check
 	python3 bench/render.py --check
 	@python3 scripts/figures-age.py
