@@ -66,6 +66,33 @@ for name in ("ingest", "compact"):
     arm_text = f"{arm / 1e6:.1f} MB" if arm else "not built (BENCH_ARM64=0)"
     lines.append(f"| {name} | {cs['median_ms']:.1f} ms | {cs['max_ms']:.1f} ms | {sz['binary_bytes'] / 1e6:.1f} MB | {sz['zip_bytes'] / 1e6:.1f} MB | {arm_text} |")
 
+# What building costs, before and after the shared crate was split by feature (bench/build-cost.sh).
+build_cost_path = here / "build-cost.json"
+if build_cost_path.exists():
+    cost_runs = json.loads(build_cost_path.read_text())
+    labels = [label for label in ("before", "after") if label in cost_runs]
+    rows = [
+        ("`make demo`'s debug build (`cargo build --bins`), cold", "demo_debug_build_seconds", lambda v: f"{v:,.0f} s"),
+        ("`make test`'s debug build (`cargo build --workspace --bins --tests`), cold", "test_debug_build_seconds", lambda v: f"{v:,.0f} s"),
+        ("release arm64 build of `ingest` alone (`cargo lambda build -p ingest`), cold", "ingest_release_arm64_build_seconds", lambda v: f"{v:,.0f} s"),
+        ("`ingest` arm64 binary", "ingest_arm64_binary_bytes", lambda v: f"{v / 1e6:.2f} MB"),
+        ("`ingest` arm64 Lambda zip", "ingest_arm64_zip_bytes", lambda v: f"{v / 1e6:.2f} MB"),
+    ]
+    lines += [
+        "",
+        "## Build cost",
+        "",
+        "From a fresh clone, every build into an empty target directory (`bench/build-cost.sh LABEL COMMIT`), "
+        "on this machine (" + ", ".join(f"{label}: commit {cost_runs[label]['commit']} on {cost_runs[label]['date']}, {cost_runs[label]['cores']} cores" for label in labels) + "). "
+        "_before_ is the shared crate compiling every SDK, Arrow and the test-only modules for every binary; "
+        "_after_ is the crate split by feature (`aws`, `lake`, `test-util`).",
+        "",
+        "| | " + " | ".join(labels) + " |",
+        "| --- |" + " ---: |" * len(labels),
+    ]
+    for what, key, fmt in rows:
+        lines.append(f"| {what} | " + " | ".join(fmt(cost_runs[label][key]) for label in labels) + " |")
+
 counts_path = here.parent / "docs/demo/counts.json"
 lines += [""] + cost.markdown(json.loads(counts_path.read_text()))
 
