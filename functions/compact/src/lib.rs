@@ -43,7 +43,7 @@ use pipeline::ports::{
     publish_metrics, read_all, ConditionalStore, Metric, MetricsSink, ObjectInfo, ObjectStore,
     StoreError,
 };
-use pipeline::position::compare_sequence_numbers;
+use pipeline::position::SequenceNumber;
 use pipeline::time::{self, Date};
 use serde::Serialize;
 use tracing::Instrument as _;
@@ -524,17 +524,16 @@ impl Compact {
             .into_iter()
             .filter(|o| o.key.ends_with(".ndjson"))
             .collect();
-        // A key of another shape sorts by itself, before the named ones.
-        fn start(key: &str) -> (&str, &str) {
-            MinuteKey::parse(key).map_or(("", ""), |k| (k.shard_id, k.first_sequence))
-        }
-        objects.sort_by(|a, b| {
-            let (shard_a, seq_a) = start(&a.key);
-            let (shard_b, seq_b) = start(&b.key);
-            shard_a
-                .cmp(shard_b)
-                .then_with(|| compare_sequence_numbers(seq_a, seq_b))
-                .then_with(|| a.key.cmp(&b.key))
+        // A key of another shape sorts by itself, before the named ones. Each key is parsed once:
+        // a day can hold tens of thousands of objects.
+        objects.sort_by_cached_key(|object| {
+            let (shard, first) =
+                MinuteKey::parse(&object.key).map_or(("", ""), |k| (k.shard_id, k.first_sequence));
+            (
+                shard.to_string(),
+                SequenceNumber(first.to_string()),
+                object.key.clone(),
+            )
         });
         Ok(objects)
     }
