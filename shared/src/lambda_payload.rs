@@ -5,10 +5,10 @@
 
 use std::borrow::Cow;
 
-use base64::Engine as _;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::json_scan::Scanner;
 use crate::position::{is_sequence_number, is_shard_id, shard_of_event_id};
 use crate::time;
 use crate::validate::shorten;
@@ -69,30 +69,30 @@ mod writer {
 // Reading: what `ingest` does with the payload Lambda hands it.
 // ---------------------------------------------------------------------------------------------
 
-/// The Lambda Kinesis event as `ingest` reads it. Only the outer `{"Records":[...]}` must parse;
-/// every record is then decoded on its own, so one record whose envelope cannot be read (a missing
-/// field, data that is not base64, an arrival time that is not a number) becomes an
-/// [`Envelope::Unreadable`] instead of failing its neighbours, which Lambda would retry until it
-/// gave up on all of them.
+/// The Lambda Kinesis event as `ingest` reads it, borrowing from the payload's bytes. Only the
+/// outer `{"Records":[...]}` must parse; every record is then decoded on its own, so one record
+/// whose envelope cannot be read (a missing field, data that is not base64, an arrival time that is
+/// not a number) becomes an [`Envelope::Unreadable`] instead of failing its neighbours, which
+/// Lambda would retry until it gave up on all of them.
 #[derive(Debug, Default)]
-pub struct KinesisBatch {
-    pub records: Vec<Envelope>,
+pub struct KinesisBatch<'a> {
+    pub records: Vec<Envelope<'a>>,
 }
 
 /// One record of the batch, decoded or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Envelope {
-    Record(KinesisRecord),
+pub enum Envelope<'a> {
+    Record(KinesisRecord<'a>),
     Unreadable(UnreadableRecord),
 }
 
 /// A record whose envelope was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KinesisRecord {
+pub struct KinesisRecord<'a> {
     /// `shardId-…:sequenceNumber`, as Lambda sends it (empty when absent).
-    pub event_id: String,
-    pub shard_id: String,
-    pub sequence_number: String,
+    pub event_id: Cow<'a, str>,
+    pub shard_id: Cow<'a, str>,
+    pub sequence_number: Cow<'a, str>,
     /// `approximateArrivalTimestamp` in epoch microseconds, read exactly from its text.
     pub received_at: i64,
     /// The base64-decoded `kinesis.data`.
@@ -114,37 +114,153 @@ pub struct UnreadableRecord {
 /// Where a record of a shard with no readable eventID is filed.
 pub const UNKNOWN_SHARD: &str = "shardId-unknown";
 
-impl KinesisBatch {
-    pub fn parse(payload: &[u8]) -> Result<KinesisBatch, serde_json::Error> {
-        serde_json::from_slice(payload)
+impl<'a> KinesisBatch<'a> {
+    /// Reads the payload in one borrowed walk ([`crate::json_scan`]); a payload or a record that
+    /// walk declines (escapes in the fields read, duplicate keys, any error) is read by serde_json
+    /// instead, which gives the answer, or the error, it always gave.
+    pub fn parse(payload: &'a [u8]) -> Result<KinesisBatch<'a>, serde_json::Error> {
+        match std::str::from_utf8(payload).ok().and_then(scan_batch) {
+            Some(batch) => Ok(batch),
+            None => parse_with_serde(payload),
+        }
     }
 
     /// The shard and sequence number of the batch's first readable record: what names the batch
     /// in logs (Lambda's batches are of one shard).
     pub fn first_position(&self) -> Option<(&str, &str)> {
         self.records.iter().find_map(|record| match record {
-            Envelope::Record(r) => Some((r.shard_id.as_str(), r.sequence_number.as_str())),
+            Envelope::Record(r) => Some((r.shard_id.as_ref(), r.sequence_number.as_ref())),
             Envelope::Unreadable(_) => None,
         })
     }
 }
 
-impl<'de> Deserialize<'de> for KinesisBatch {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Outer {
-            #[serde(rename = "Records")]
-            records: Vec<Box<RawValue>>,
-        }
-        let outer = Outer::deserialize(deserializer)?;
-        Ok(KinesisBatch {
-            records: outer
-                .records
-                .iter()
-                .map(|raw| decode_record(raw.get()))
-                .collect(),
-        })
+/// The payload read by serde_json alone (what [`KinesisBatch::parse`] falls back to).
+fn parse_with_serde(payload: &[u8]) -> Result<KinesisBatch<'_>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Outer<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Vec<&'a RawValue>,
     }
+    let outer: Outer = serde_json::from_slice(payload)?;
+    Ok(KinesisBatch {
+        records: outer
+            .records
+            .iter()
+            .map(|raw| decode_record(raw.get()))
+            .collect(),
+    })
+}
+
+/// The fast walk over `{"Records":[...]}`; `None` sends the whole payload to serde_json.
+fn scan_batch(text: &str) -> Option<KinesisBatch<'_>> {
+    let mut scanner = Scanner::new(text);
+    let mut records = None;
+    scanner.object(|key, scanner| {
+        if key != "Records" {
+            return scanner.value().map(drop);
+        }
+        if records.is_some() {
+            return None;
+        }
+        let mut list = Vec::new();
+        scanner.array(|scanner| {
+            list.push(scan_record(scanner)?);
+            Some(())
+        })?;
+        records = Some(list);
+        Some(())
+    })?;
+    scanner.end()?;
+    Some(KinesisBatch { records: records? })
+}
+
+/// The fields of one record as the fast walk found them; `simple` is false when serde_json must
+/// read the record instead (a field twice, a string with escapes, a value of another type).
+#[derive(Default)]
+struct Scanned<'a> {
+    event_id: Option<&'a str>,
+    event_id_seen: bool,
+    sequence_number: Option<&'a str>,
+    data: Option<&'a str>,
+    arrival: Option<&'a str>,
+    kinesis: bool,
+    simple: bool,
+}
+
+/// A string value without escapes, into `slot`; anything else (or a second one) is not simple.
+fn scan_plain<'a>(
+    slot: &mut Option<&'a str>,
+    simple: &mut bool,
+    scanner: &mut Scanner<'a>,
+) -> Option<()> {
+    let value = scanner.value()?;
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(inner) if slot.is_none() && memchr::memchr(b'\\', inner.as_bytes()).is_none() => {
+            *slot = Some(inner)
+        }
+        _ => *simple = false,
+    }
+    Some(())
+}
+
+fn scan_record<'a>(scanner: &mut Scanner<'a>) -> Option<Envelope<'a>> {
+    let start = scanner.position();
+    let mut found = Scanned {
+        simple: true,
+        ..Scanned::default()
+    };
+    if scanner.peek_byte() != Some(b'{') {
+        return Some(decode_record(scanner.value()?));
+    }
+    scanner.object(|key, scanner| match key {
+        "eventID" => {
+            // Given twice, serde_json refuses the record: let it say so.
+            found.simple &= !std::mem::replace(&mut found.event_id_seen, true);
+            if scanner.peek_byte() == Some(b'n') {
+                // null: as absent (serde's `Option`).
+                found.simple &= scanner.value()? == "null";
+                return Some(());
+            }
+            scan_plain(&mut found.event_id, &mut found.simple, scanner)
+        }
+        "kinesis" if !found.kinesis && scanner.peek_byte() == Some(b'{') => {
+            found.kinesis = true;
+            scanner.object(|key, scanner| match key {
+                "sequenceNumber" => {
+                    scan_plain(&mut found.sequence_number, &mut found.simple, scanner)
+                }
+                "data" => scan_plain(&mut found.data, &mut found.simple, scanner),
+                "approximateArrivalTimestamp" => {
+                    found.simple &= found.arrival.is_none();
+                    found.arrival = Some(scanner.value()?);
+                    Some(())
+                }
+                _ => scanner.value().map(drop),
+            })
+        }
+        "kinesis" => {
+            found.simple = false;
+            scanner.value().map(drop)
+        }
+        _ => scanner.value().map(drop),
+    })?;
+    let raw = scanner.slice(start, scanner.offset());
+    let (Some(sequence_number), Some(data), Some(arrival), true) = (
+        found.sequence_number,
+        found.data,
+        found.arrival,
+        found.simple && found.kinesis,
+    ) else {
+        return Some(decode_record(raw));
+    };
+    let event_id = found.event_id.map(Cow::Borrowed);
+    Some(
+        match build_record(event_id, sequence_number.into(), data, arrival) {
+            Ok(record) => Envelope::Record(record),
+            Err(detail) => Envelope::Unreadable(salvage(raw, detail)),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -165,44 +281,61 @@ struct KinesisFields<'a> {
     approximate_arrival_timestamp: &'a RawValue,
 }
 
-/// Decodes one record's JSON text.
-pub fn decode_record(raw: &str) -> Envelope {
-    match read_record(raw) {
+/// Decodes one record's JSON text with serde_json.
+pub fn decode_record(raw: &str) -> Envelope<'_> {
+    let record = serde_json::from_str::<RecordFields>(raw)
+        .map_err(|e| e.to_string())
+        .and_then(|fields| {
+            build_record(
+                fields.event_id,
+                fields.kinesis.sequence_number,
+                &fields.kinesis.data,
+                fields.kinesis.approximate_arrival_timestamp.get(),
+            )
+        });
+    match record {
         Ok(record) => Envelope::Record(record),
         Err(detail) => Envelope::Unreadable(salvage(raw, detail)),
     }
 }
 
-fn read_record(raw: &str) -> Result<KinesisRecord, String> {
-    let fields: RecordFields = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-    let sequence_number = fields.kinesis.sequence_number;
+/// The checks every record's fields pass, however they were read.
+fn build_record<'a>(
+    event_id: Option<Cow<'a, str>>,
+    sequence_number: Cow<'a, str>,
+    data: &str,
+    arrival: &str,
+) -> Result<KinesisRecord<'a>, String> {
     if !is_sequence_number(&sequence_number) {
         return Err(format!(
             "sequenceNumber `{}` is not a Kinesis sequence number",
             shorten(&sequence_number)
         ));
     }
-    let event_id = fields.event_id.map(Cow::into_owned).unwrap_or_default();
+    let event_id = event_id.unwrap_or_default();
     if !event_id.is_empty() && !is_shard_id(shard_of_event_id(&event_id)) {
         return Err(format!(
             "eventID `{}` does not name a Kinesis shard",
             shorten(&event_id)
         ));
     }
-    let arrival = fields.kinesis.approximate_arrival_timestamp.get();
     let received_at = time::parse_arrival_seconds(arrival).map_err(|_| {
         format!(
             "approximateArrivalTimestamp {} is not epoch seconds",
             shorten(arrival)
         )
     })?;
-    let data = base64::engine::general_purpose::STANDARD
-        .decode(fields.kinesis.data.as_bytes())
+    let data = base64_simd::STANDARD
+        .decode_to_vec(data.as_bytes())
         .map_err(|e| format!("kinesis.data is not base64: {e}"))?;
+    let shard_id = match &event_id {
+        Cow::Borrowed(id) => Cow::Borrowed(shard_of(id)),
+        Cow::Owned(id) => Cow::Owned(shard_of(id).to_string()),
+    };
     Ok(KinesisRecord {
-        shard_id: shard_of(&event_id).to_string(),
+        shard_id,
         event_id,
-        sequence_number: sequence_number.into_owned(),
+        sequence_number,
         received_at,
         data,
     })
@@ -286,7 +419,8 @@ mod tests {
         let mut no_kinesis = good.clone();
         no_kinesis.as_object_mut().unwrap().remove("kinesis");
         let payload = serde_json::json!({"Records": [good, bad_data, bad_time, no_kinesis, 42]});
-        let batch = KinesisBatch::parse(payload.to_string().as_bytes()).unwrap();
+        let payload = payload.to_string();
+        let batch = KinesisBatch::parse(payload.as_bytes()).unwrap();
         let kinds: Vec<bool> = batch
             .records
             .iter()
@@ -321,7 +455,8 @@ mod tests {
         let mut long_sequence = good.clone();
         long_sequence["kinesis"]["sequenceNumber"] = "7".repeat(130).into();
         let hostile = serde_json::json!({"Records": [long_shard, odd_shard, long_sequence]});
-        let batch = KinesisBatch::parse(hostile.to_string().as_bytes()).unwrap();
+        let hostile = hostile.to_string();
+        let batch = KinesisBatch::parse(hostile.as_bytes()).unwrap();
         let salvaged: Vec<(&str, &str)> = batch
             .records
             .iter()
@@ -345,6 +480,79 @@ mod tests {
         assert!(KinesisBatch::parse(b"[]").is_err());
     }
 
+    /// The fast walk and serde_json read every payload alike: the walk may decline (serde_json
+    /// then reads it), never read it differently.
+    #[test]
+    fn the_fast_walk_reads_payloads_as_serde_json_does() {
+        let record = |data: &str, extra: &str| {
+            format!(
+                r#"{{"kinesis":{{"kinesisSchemaVersion":"1.0","partitionKey":"p","sequenceNumber":"4954","data":"{data}","approximateArrivalTimestamp":1795219110.75{extra}}},"eventSource":"aws:kinesis","eventID":"shardId-000000000003:4954","awsRegion":"us-east-1"}}"#
+            )
+        };
+        let good = record("eyJhIjoxfQ==", "");
+        let cases = [
+            format!(r#"{{"Records":[{good},{good}]}}"#),
+            format!("{{ \"Records\" : [ {good} ,\n {good} ] , \"x\": [1, {{}}] }}"),
+            format!(
+                r#"{{"Records":[{}]}}"#,
+                record(r"eyJhIjoxfQ\u003d\u003d", "")
+            ),
+            format!(r#"{{"Records":[{}]}}"#, record("eyJh/IjoxfQ==", "")),
+            format!(r#"{{"Records":[{}]}}"#, record(r"eyJh\/IjoxfQ==", "")),
+            format!(
+                r#"{{"Records":[{}]}}"#,
+                record("eyJhIjoxfQ==", r#","approximateArrivalTimestamp":2"#)
+            ),
+            format!(r#"{{"Records":[{}]}}"#, record("not base64", "")),
+            format!(
+                r#"{{"Records":[{}]}}"#,
+                good.replace(
+                    "\"eventID\":\"shardId-000000000003:4954\"",
+                    "\"eventID\":null"
+                )
+            ),
+            format!(
+                r#"{{"Records":[{}]}}"#,
+                good.replace(
+                    "\"eventID\":\"shardId-000000000003:4954\"",
+                    "\"eventID\":null,\"eventID\":\"x:1\""
+                )
+            ),
+            format!(
+                r#"{{"Records":[{}]}}"#,
+                good.replace("\"sequenceNumber\":\"4954\"", "\"sequenceNumber\":4954")
+            ),
+            format!(r#"{{"Records":[{good}],"Records":[]}}"#),
+            format!(r#"{{"Records":[42,"x",null,[],{good}]}}"#),
+            r#"{"Records":[]}"#.to_string(),
+            r#"{"Records":null}"#.to_string(),
+        ];
+        let mut checked = 0;
+        for case in &cases {
+            // Each case as it is, and cut short at every tenth byte.
+            let cuts = (0..case.len()).step_by(10).chain([case.len()]);
+            for cut in cuts.filter(|&cut| case.is_char_boundary(cut)) {
+                let text = &case[..cut];
+                let by_serde = parse_with_serde(text.as_bytes());
+                match scan_batch(text) {
+                    Some(scanned) => {
+                        let by_serde = by_serde.unwrap_or_else(|e| panic!("{text}: {e}"));
+                        assert_eq!(scanned.records, by_serde.records, "{text}");
+                        checked += 1;
+                    }
+                    None => {
+                        let parsed = KinesisBatch::parse(text.as_bytes());
+                        assert_eq!(parsed.is_ok(), by_serde.is_ok(), "{text}");
+                    }
+                }
+            }
+        }
+        assert!(
+            checked >= cases.len() - 3,
+            "the fast walk read only {checked} payloads"
+        );
+    }
+
     #[test]
     fn arrival_times_with_any_number_of_decimals_are_read_exactly() {
         let payload = |arrival: &str| {
@@ -360,7 +568,8 @@ mod tests {
             ("1795219110.9826107", 1_795_219_110_982_611),
             ("1795219110", 1_795_219_110_000_000),
         ] {
-            let batch = KinesisBatch::parse(payload(arrival).as_bytes()).unwrap();
+            let payload = payload(arrival);
+            let batch = KinesisBatch::parse(payload.as_bytes()).unwrap();
             let Envelope::Record(r) = &batch.records[0] else {
                 panic!("{arrival}: {:?}", batch.records[0])
             };

@@ -3,7 +3,7 @@
 //! Pure domain logic, with no AWS types: [`catalogue`], [`validate`], [`time`], [`kpl`],
 //! [`position`] (Kinesis positions), [`layout`] (S3 keys), the line formats [`staging_line`] and
 //! [`quarantine_line`], [`lambda_payload`] and [`given_up`] (what Lambda hands and keeps),
-//! [`config`] and [`metric_names`]. The AWS boundary as small traits in [`ports`].
+//! [`config`] and [`metric_names`]; [`json_scan`], the borrowed JSON reader of the hot paths. The AWS boundary as small traits in [`ports`].
 //!
 //! Features, so that each binary compiles only what it needs:
 //! - `aws`: the real adapters behind the ports (S3, DynamoDB, CloudWatch), `aws`;
@@ -19,6 +19,7 @@ pub mod config;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
 pub mod given_up;
+pub mod json_scan;
 pub mod kpl;
 #[cfg(feature = "lake")]
 pub mod lake;

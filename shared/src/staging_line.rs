@@ -51,7 +51,7 @@ pub fn push_staging_line(
     out.extend_from_slice(b"\",\"received_at\":\"");
     time::push_rfc3339_micros(out, received_at);
     out.extend_from_slice(b"\",\"event_specifics\":");
-    push_on_one_line(out, event.specifics.map_or("{}", RawValue::get));
+    push_on_one_line(out, event.specifics.unwrap_or("{}"));
     out.extend_from_slice(b",\"source\":{");
     source.push_json_fields(out);
     out.extend_from_slice(b"}}\n");
@@ -98,7 +98,7 @@ impl<'a> DecodedLine<'a> {
         let mut language = Language::Absent;
         let _ = for_each_entry(specifics.get(), |key, value| {
             if key == "language_id" {
-                language = match json_str(value) {
+                language = match json_str(value.get()) {
                     Some(s) => Language::Text(s),
                     None if value.get() == "null" => Language::Absent,
                     None => Language::NotAString,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::catalogue::{split_event_name, Catalogue, EventSpec, FieldType};
+use crate::json_scan::{self, Scanner};
 use crate::time::{self, TimestampError, EARLIEST_CREATED_AT, MICROS_PER_DAY};
 
 /// Why a record went to quarantine. The codes are part of the contract.
@@ -96,14 +97,15 @@ impl Rejection {
 /// An event that passed every check, borrowing from the record bytes and the catalogue.
 #[derive(Debug, Clone)]
 pub struct ValidEvent<'a> {
-    /// Lower-case, hyphenated: the dedup key and the lake's value.
-    pub event_uuid: String,
+    /// Lower-case, hyphenated: the dedup key and the lake's value (borrowed when it arrived so).
+    pub event_uuid: Cow<'a, str>,
     pub event_name: &'a str,
     pub event_type: &'a str,
     pub event_subtype: &'a str,
     pub created_at: i64,
-    /// `event_specifics` exactly as received (`None` when absent or null, written as `{}`).
-    pub specifics: Option<&'a RawValue>,
+    /// `event_specifics`' JSON text exactly as received (`None` when absent or null, written as
+    /// `{}`).
+    pub specifics: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +120,52 @@ struct RawEvent<'a> {
     event_specifics: Option<&'a RawValue>,
 }
 
+/// The four fields an event is made of, each as its raw JSON text.
+#[derive(Default)]
+struct EventFields<'a> {
+    event_uuid: Option<&'a str>,
+    created_at: Option<&'a str>,
+    event_name: Option<&'a str>,
+    event_specifics: Option<&'a str>,
+}
+
+impl<'a> EventFields<'a> {
+    /// The fast walk ([`json_scan`]); `None` when serde_json must read the record (a field twice,
+    /// an escaped key, any error), so every rejection still reads as serde_json words it.
+    fn scan(text: &'a str) -> Option<Self> {
+        let mut fields = EventFields::default();
+        let mut scanner = Scanner::new(text);
+        scanner.object(|key, scanner| {
+            let slot = match key {
+                "event_uuid" => &mut fields.event_uuid,
+                "created_at" => &mut fields.created_at,
+                "event_name" => &mut fields.event_name,
+                "event_specifics" => &mut fields.event_specifics,
+                _ => return scanner.value().map(drop),
+            };
+            // serde_json refuses a field given twice.
+            slot.is_none().then_some(())?;
+            *slot = Some(scanner.value()?);
+            Some(())
+        })?;
+        scanner.end()?;
+        Some(fields)
+    }
+
+    fn parse(text: &'a str) -> Result<Self, Rejection> {
+        if let Some(fields) = EventFields::scan(text) {
+            return Ok(fields);
+        }
+        let raw = parse_object::<RawEvent>(text)?;
+        Ok(EventFields {
+            event_uuid: raw.event_uuid.map(RawValue::get),
+            created_at: raw.created_at.map(RawValue::get),
+            event_name: raw.event_name.map(RawValue::get),
+            event_specifics: raw.event_specifics.map(RawValue::get),
+        })
+    }
+}
+
 /// Validates one user record that arrived at `received_at` (epoch micros).
 pub fn validate<'a>(
     data: &'a [u8],
@@ -126,7 +174,7 @@ pub fn validate<'a>(
 ) -> Result<ValidEvent<'a>, Rejection> {
     let text = std::str::from_utf8(data)
         .map_err(|e| Rejection::new(Reason::NotUtf8, format!("record is not UTF-8: {e}")))?;
-    let raw = parse_object::<RawEvent>(text)?;
+    let raw = EventFields::parse(text)?;
 
     let missing: Vec<&str> = [
         ("event_uuid", raw.event_uuid.is_none()),
@@ -148,19 +196,14 @@ pub fn validate<'a>(
         raw.event_name.unwrap(),
     );
 
-    let event_uuid = json_str(uuid_raw)
-        .and_then(|s| canonical_uuid(&s))
-        .ok_or_else(|| {
-            Rejection::new(
-                Reason::InvalidUuid,
-                format!(
-                    "event_uuid {} is not a UUID string",
-                    shorten(uuid_raw.get())
-                ),
-            )
-        })?;
+    let event_uuid = json_str(uuid_raw).and_then(canonical_uuid).ok_or_else(|| {
+        Rejection::new(
+            Reason::InvalidUuid,
+            format!("event_uuid {} is not a UUID string", shorten(uuid_raw)),
+        )
+    })?;
 
-    let created_at = time::parse_created_at(created_raw.get()).map_err(|e| match e {
+    let created_at = time::parse_created_at(created_raw).map_err(|e| match e {
         TimestampError::Invalid(detail) => Rejection::new(Reason::InvalidTimestamp, detail),
         TimestampError::OutOfRange(detail) => Rejection::new(Reason::CreatedAtOutOfRange, detail),
     })?;
@@ -169,7 +212,7 @@ pub fn validate<'a>(
     let received_name = json_str(name_raw).ok_or_else(|| {
         Rejection::new(
             Reason::InvalidEventName,
-            format!("event_name {} is not a string", shorten(name_raw.get())),
+            format!("event_name {} is not a string", shorten(name_raw)),
         )
     })?;
     if split_event_name(&received_name).is_none() {
@@ -196,7 +239,7 @@ pub fn validate<'a>(
         split_event_name(event_name).expect("catalogue names are checked at load");
 
     let specifics = match raw.event_specifics {
-        Some(v) if v.get().trim() == "null" => None,
+        Some(v) if v.trim() == "null" => None,
         other => other,
     };
     if let Some(specifics) = specifics {
@@ -255,33 +298,44 @@ pub fn parse_object<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Rejectio
 }
 
 fn check_specifics(
-    specifics: &RawValue,
+    specifics: &str,
     spec: &EventSpec,
     catalogue: &Catalogue,
 ) -> Result<(), Rejection> {
-    let text = specifics.get();
-    if !text.trim_start().starts_with('{') {
+    if !specifics.trim_start().starts_with('{') {
         return Err(Rejection::new(
             Reason::WrongFieldType,
-            format!("event_specifics must be an object, got {}", shorten(text)),
+            format!(
+                "event_specifics must be an object, got {}",
+                shorten(specifics)
+            ),
         ));
     }
-    let mut problem = None;
-    for_each_entry(text, |key, value| {
+    let check = |problem: &mut Option<String>, key: &str, value: &str| {
         if problem.is_some() {
             return;
         }
-        if let Some((_, expected)) = catalogue.declared_type(spec, &key) {
-            if json_kind(value.get()).is_some_and(|kind| !kind.fits(expected)) {
-                problem = Some(format!(
+        if let Some((_, expected)) = catalogue.declared_type(spec, key) {
+            if json_kind(value).is_some_and(|kind| !kind.fits(expected)) {
+                *problem = Some(format!(
                     "event_specifics.{key} must be {}, got {}",
                     expected.name(),
-                    shorten(value.get())
+                    shorten(value)
                 ));
             }
         }
-    })
-    .map_err(|e| Rejection::new(Reason::InvalidJson, format!("invalid event_specifics: {e}")))?;
+    };
+    let mut problem = None;
+    if json_scan::entries(specifics, |key, value| check(&mut problem, key, value)).is_none() {
+        // Declined by the fast walk (an escaped key, say): serde_json reads it from the start.
+        problem = None;
+        for_each_entry(specifics, |key, value| {
+            check(&mut problem, &key, value.get())
+        })
+        .map_err(|e| {
+            Rejection::new(Reason::InvalidJson, format!("invalid event_specifics: {e}"))
+        })?;
+    }
     match problem {
         Some(detail) => Err(Rejection::new(Reason::WrongFieldType, detail)),
         None => Ok(()),
@@ -388,9 +442,9 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 /// The string a raw JSON value holds, borrowed when it has no escapes; `None` for non-strings.
-pub fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if text.len() >= 2 && text.starts_with('"') && !text.contains('\\') {
+pub fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    if text.len() >= 2 && text.starts_with('"') && memchr::memchr(b'\\', text.as_bytes()).is_none()
+    {
         Some(Cow::Borrowed(&text[1..text.len() - 1]))
     } else if text.starts_with('"') {
         serde_json::from_str::<String>(text).ok().map(Cow::Owned)
@@ -402,7 +456,11 @@ pub fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 /// Appends `s` as a JSON string (the inverse of [`json_str`]).
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     // Strings that need no escaping (ids, timestamps, names) are the norm; skip serde for them.
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // A fold, not `all`: without the early exit it vectorises.
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -411,22 +469,30 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// `8-4-4-4-12` hex digits, returned lower-case.
-pub fn canonical_uuid(s: &str) -> Option<String> {
+/// `8-4-4-4-12` hex digits, returned lower-case (borrowed when they already are).
+pub fn canonical_uuid(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let bytes = s.as_bytes();
     if bytes.len() != 36 {
         return None;
     }
+    let mut upper = false;
     for (i, &b) in bytes.iter().enumerate() {
         let ok = match i {
             8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
+            _ => {
+                upper |= b.is_ascii_uppercase();
+                b.is_ascii_hexdigit()
+            }
         };
         if !ok {
             return None;
         }
     }
-    Some(s.to_ascii_lowercase())
+    Some(if upper {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        s
+    })
 }
 
 /// Keeps error details readable when the offending value is huge.

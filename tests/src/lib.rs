@@ -273,12 +273,14 @@ pub fn python_json<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> Value
 }
 
 /// The Lambda payload for `records`, both as JSON (for the binary) and parsed (for the handler).
+/// The batch borrows from the payload's text, which is leaked: a test's payloads live as long as
+/// its process.
 pub fn kinesis_payload(
     records: &[StreamRecord],
-) -> (Value, pipeline::lambda_payload::KinesisBatch) {
+) -> (Value, pipeline::lambda_payload::KinesisBatch<'static>) {
     let json = kinesis_event(records, DEFAULT_STREAM_ARN);
-    let parsed =
-        pipeline::lambda_payload::KinesisBatch::parse(json.to_string().as_bytes()).unwrap();
+    let text: &'static str = Box::leak(json.to_string().into_boxed_str());
+    let parsed = pipeline::lambda_payload::KinesisBatch::parse(text.as_bytes()).unwrap();
     (json, parsed)
 }
 

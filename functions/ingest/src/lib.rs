@@ -14,7 +14,9 @@
 //! quarantined with its raw JSON (`invalid_envelope`) and never fails its neighbours.
 
 mod deadline;
+pub mod raw_payload;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,16 +110,14 @@ impl Unit<'_> {
         )
     }
 
-    fn claimed_by(&self) -> String {
+    fn claimed_by(&self) -> Cow<'_, str> {
         // Lambda always sends an eventID. Without one, the record's position still names it: an
         // empty owner would let every record lacking an id re-claim every other one's.
-        let owner = match self.event_id {
-            "" => format!("{}:{}", self.shard_id, self.sequence_number),
-            event_id => event_id.to_string(),
-        };
-        match self.sub_sequence_number {
-            None => owner,
-            Some(n) => format!("{owner}#{n}"),
+        match (self.event_id, self.sub_sequence_number) {
+            ("", None) => format!("{}:{}", self.shard_id, self.sequence_number).into(),
+            ("", Some(n)) => format!("{}:{}#{n}", self.shard_id, self.sequence_number).into(),
+            (event_id, None) => event_id.into(),
+            (event_id, Some(n)) => format!("{event_id}#{n}").into(),
         }
     }
 }
@@ -163,13 +163,21 @@ impl Ingest {
 
     /// One invocation: the batch settled, logged (inside a span naming the batch's shard and first
     /// sequence number, within the runtime's span of the request id) and counted.
-    pub async fn handle(&self, batch: &KinesisBatch, deadline: Deadline) -> KinesisEventResponse {
+    pub async fn handle(
+        &self,
+        batch: &KinesisBatch<'_>,
+        deadline: Deadline,
+    ) -> KinesisEventResponse {
         let (shard, first_sequence) = batch.first_position().unwrap_or_default();
         let span = tracing::info_span!("batch", shard, first_sequence);
         self.handle_batch(batch, deadline).instrument(span).await
     }
 
-    async fn handle_batch(&self, batch: &KinesisBatch, deadline: Deadline) -> KinesisEventResponse {
+    async fn handle_batch(
+        &self,
+        batch: &KinesisBatch<'_>,
+        deadline: Deadline,
+    ) -> KinesisEventResponse {
         let (response, summary) = self.process(batch, deadline).await;
         tracing::info!(
             records = batch.records.len(),
@@ -210,7 +218,7 @@ impl Ingest {
     /// The whole batch, without logging or metrics.
     pub async fn process(
         &self,
-        batch: &KinesisBatch,
+        batch: &KinesisBatch<'_>,
         deadline: Deadline,
     ) -> (KinesisEventResponse, Summary) {
         let started = Instant::now();
@@ -301,7 +309,7 @@ impl Ingest {
         (into_response(&cutoffs), summary)
     }
 
-    fn unpack<'a>(&'a self, records: &'a [Envelope]) -> Vec<Unit<'a>> {
+    fn unpack<'a>(&'a self, records: &'a [Envelope<'a>]) -> Vec<Unit<'a>> {
         let mut units = Vec::with_capacity(records.len());
         for record in records {
             let record = match record {
@@ -370,11 +378,11 @@ impl Ingest {
     ) {
         let now = (self.clock)();
         let expires_at = now + self.dedup_ttl_seconds;
-        let pending: Vec<(usize, String, String)> = units
+        let pending: Vec<(usize, &str, Cow<str>)> = units
             .iter()
             .enumerate()
             .filter_map(|(i, unit)| match &unit.state {
-                State::Valid(event) => Some((i, event.event_uuid.clone(), unit.claimed_by())),
+                State::Valid(event) => Some((i, event.event_uuid.as_ref(), unit.claimed_by())),
                 _ => None,
             })
             .collect();
@@ -529,13 +537,18 @@ fn log_store_failure(error: &StoreError, what: &str) {
 
 /// Later copies of an id inside one batch are duplicates of the first; only the first claims.
 fn mark_duplicates_within_batch(units: &mut [Unit]) {
-    let mut seen: HashSet<String> = HashSet::with_capacity(units.len());
-    for unit in units {
-        if let State::Valid(event) = &unit.state {
-            if !seen.insert(event.event_uuid.clone()) {
-                unit.state = State::Duplicate;
-            }
-        }
+    // Ids borrowed, no copies: the later copies are found first, then marked.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(units.len());
+    let later_copies: Vec<usize> = units
+        .iter()
+        .enumerate()
+        .filter_map(|(i, unit)| match &unit.state {
+            State::Valid(event) if !seen.insert(event.event_uuid.as_ref()) => Some(i),
+            _ => None,
+        })
+        .collect();
+    for i in later_copies {
+        units[i].state = State::Duplicate;
     }
 }
 

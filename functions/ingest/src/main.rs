@@ -1,9 +1,9 @@
 //! Cold start: read the configuration, build the clients once, then serve the Lambda Runtime API.
 
+use ingest::raw_payload::{self, PayloadError, RawPayloadLayer};
 use ingest::Deadline;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
 use pipeline::config::IngestConfig;
-use pipeline::lambda_payload::KinesisBatch;
 
 // glibc malloc was a third of the CPU profile: every record allocates a handful of small strings.
 #[global_allocator]
@@ -18,11 +18,17 @@ async fn main() -> Result<(), Error> {
     });
     let ingest = ingest::Ingest::from_config(&config).await;
     let ingest = &ingest;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KinesisBatch>| async move {
-            let deadline = Deadline::at_epoch_ms(event.context.deadline);
-            Ok::<_, Error>(ingest.handle(&event.payload, deadline).await)
-        },
-    ))
-    .await
+    // The payload's bytes reach the handler as sent (raw_payload); the tracing layer, added last,
+    // runs first, so every log line is inside the invocation's request-id span.
+    let handler = service_fn(move |event: LambdaEvent<()>| async move {
+        let deadline = Deadline::at_epoch_ms(event.context.deadline);
+        let bytes = raw_payload::payload()?;
+        let batch = raw_payload::batch(&bytes)?;
+        Ok::<_, PayloadError>(ingest.handle(&batch, deadline).await)
+    });
+    Runtime::new(handler)
+        .layer(RawPayloadLayer)
+        .layer(TracingLayer::new())
+        .run()
+        .await
 }

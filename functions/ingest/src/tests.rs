@@ -13,13 +13,14 @@ use super::*;
 
 use pipeline::fixtures::{event_json, record, uuid, ARRIVAL_MS};
 
-fn batch(records: &[StreamRecord]) -> KinesisBatch {
-    KinesisBatch::parse(
-        kinesis_event(records, DEFAULT_STREAM_ARN)
-            .to_string()
-            .as_bytes(),
-    )
-    .unwrap()
+/// A parsed batch of `records`; its payload text is leaked (it lives as long as the test process).
+fn leaked(payload: &serde_json::Value) -> KinesisBatch<'static> {
+    let text: &'static str = Box::leak(payload.to_string().into_boxed_str());
+    KinesisBatch::parse(text.as_bytes()).unwrap()
+}
+
+fn batch(records: &[StreamRecord]) -> KinesisBatch<'static> {
+    leaked(&kinesis_event(records, DEFAULT_STREAM_ARN))
 }
 
 struct Harness {
@@ -135,7 +136,7 @@ async fn records_without_an_event_id_are_still_told_apart_by_their_position() {
         for record in payload["Records"].as_array_mut().unwrap() {
             record.as_object_mut().unwrap().remove("eventID");
         }
-        KinesisBatch::parse(payload.to_string().as_bytes()).unwrap()
+        leaked(&payload)
     };
     let first = without_event_id(&[record(0, 1, ARRIVAL_MS, event_json(1))]);
     let second = without_event_id(&[record(0, 2, ARRIVAL_MS, event_json(1))]);
@@ -504,7 +505,7 @@ async fn a_record_whose_envelope_cannot_be_read_is_quarantined_raw_and_spares_it
         .unwrap()
         .remove("sequenceNumber");
     let raw_second = payload["Records"][1].to_string();
-    let event = KinesisBatch::parse(payload.to_string().as_bytes()).unwrap();
+    let event = leaked(&payload);
     let (response, summary) = h.ingest.process(&event, Deadline::none()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(

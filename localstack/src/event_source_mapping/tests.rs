@@ -154,12 +154,13 @@ async fn records_are_given_up_after_the_maximum_retries_with_an_on_failure_recor
         record.response_context.function_error, "Unhandled",
         "it ended on a crash"
     );
-    let payload = KinesisBatch::parse(record.payload.unwrap().as_bytes()).unwrap();
+    let payload_text = record.payload.unwrap();
+    let payload = KinesisBatch::parse(payload_text.as_bytes()).unwrap();
     let event_ids: Vec<String> = payload
         .records
         .iter()
         .map(|r| match r {
-            Envelope::Record(r) => r.event_id.clone(),
+            Envelope::Record(r) => r.event_id.to_string(),
             Envelope::Unreadable(u) => panic!("unreadable: {}", u.detail),
         })
         .collect();

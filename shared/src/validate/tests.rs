@@ -24,11 +24,7 @@ fn accepts_the_contract_example_and_keeps_undeclared_fields() {
     assert_eq!(event.event_uuid, "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573");
     assert_eq!((event.event_type, event.event_subtype), ("game", "resumed"));
     assert_eq!(event.created_at, 1_712_844_605_951_235);
-    assert!(event
-        .specifics
-        .unwrap()
-        .get()
-        .contains("\"new_thing\":[1,2]"));
+    assert!(event.specifics.unwrap().contains("\"new_thing\":[1,2]"));
 }
 
 #[test]
@@ -164,6 +160,53 @@ fn reason_codes_and_json_strings_read_back_as_written() {
         let mut out = Vec::new();
         push_json_str(&mut out, s);
         let raw: Box<RawValue> = serde_json::from_slice(&out).unwrap();
-        assert_eq!(json_str(&raw).as_deref(), Some(s));
+        assert_eq!(json_str(raw.get()).as_deref(), Some(s));
     }
+}
+
+/// The fast walk over an event and serde_json find the same four fields, or the walk declines.
+#[test]
+fn the_fast_walk_reads_events_as_serde_json_does() {
+    let cases = [
+        GOOD.to_string(),
+        GOOD.replace(",\"", " ,\n\t\""),
+        GOOD.replace("\"score\":46", "\"score\":46,\"event_name\":\"x:y\""),
+        GOOD.replace("\"device\"", "\"dev\\u0069ce\""),
+        GOOD.replace("{\"event_uuid\"", "{\"ev\\u0065nt_uuid\""),
+        GOOD.replace(
+            "\"created_at\":1712844605.9512355",
+            "\"created_at\":1712844605.9512355,\"created_at\":1",
+        ),
+        format!("{GOOD} x"),
+        "[1]".to_string(),
+        "{}".to_string(),
+    ];
+    let mut scanned = 0;
+    for case in &cases {
+        for cut in (0..case.len()).chain([case.len()]) {
+            let text = &case[..cut];
+            let Some(fields) = EventFields::scan(text) else {
+                continue;
+            };
+            scanned += 1;
+            let raw: RawEvent =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(
+                (
+                    fields.event_uuid,
+                    fields.created_at,
+                    fields.event_name,
+                    fields.event_specifics
+                ),
+                (
+                    raw.event_uuid.map(RawValue::get),
+                    raw.created_at.map(RawValue::get),
+                    raw.event_name.map(RawValue::get),
+                    raw.event_specifics.map(RawValue::get),
+                ),
+                "{text}"
+            );
+        }
+    }
+    assert!(scanned >= 4, "the fast walk read only {scanned} events");
 }
