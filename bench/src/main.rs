@@ -1,6 +1,7 @@
 //! `bench`: the measurements behind `make bench` (bench/run.sh drives them and the comparisons).
 
 mod fs_store;
+mod latency_store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use pipeline::time::Date;
 use serde_json::json;
 
 use crate::fs_store::FsObjectStore;
+use crate::latency_store::LatencyStore;
 
 // glibc malloc was a third of the CPU profile: every record allocates a handful of small strings.
 #[global_allocator]
@@ -50,6 +52,10 @@ enum Command {
         day: String,
         #[arg(long, default_value_t = 4)]
         shards: u32,
+        /// Staging objects per shard and minute (ingest writes one per invocation: about 12 a
+        /// minute at the default 5 s batching window).
+        #[arg(long, default_value_t = 1)]
+        objects_per_minute: u64,
     },
     /// Compacts one arrival day of the staging under `root` into `root/processed`.
     CompactLocal {
@@ -57,6 +63,9 @@ enum Command {
         root: PathBuf,
         #[arg(long, default_value = "2024-04-11")]
         day: String,
+        /// Simulated latency of every store request (GET, PUT, list page, upload part), in ms.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
     /// Time from process start to the binary's first Runtime API poll, median of `runs`.
     ColdStart {
@@ -79,8 +88,13 @@ fn main() -> anyhow::Result<()> {
             events,
             day,
             shards,
-        } => gen_staging(root, events, &day, shards),
-        Command::CompactLocal { root, day } => compact_local(root, &day),
+            objects_per_minute,
+        } => gen_staging(root, events, &day, shards, objects_per_minute),
+        Command::CompactLocal {
+            root,
+            day,
+            latency_ms,
+        } => compact_local(root, &day, Duration::from_millis(latency_ms)),
         Command::ColdStart { binary, runs } => cold_start(binary, runs),
     }
 }
@@ -158,45 +172,58 @@ fn ingest_cpu(records: usize, iterations: u32, payload_out: Option<PathBuf>) -> 
     Ok(())
 }
 
-fn gen_staging(root: PathBuf, events: u64, day: &str, shards: u32) -> anyhow::Result<()> {
+fn gen_staging(
+    root: PathBuf,
+    events: u64,
+    day: &str,
+    shards: u32,
+    objects_per_minute: u64,
+) -> anyhow::Result<()> {
     let day = Date::parse(day).context("--day is YYYY-MM-DD")?;
     let store = FsObjectStore::new(&root);
     let prefixes = Prefixes::default();
     let mut generator = events::Generator::new(Catalogue::embedded(), 11, 0.0, 0.0);
     let minutes = 24 * 60u64;
-    let per_object = events.div_ceil(minutes * u64::from(shards)).max(1);
+    let objects_per_minute = objects_per_minute.max(1);
+    let per_object = events
+        .div_ceil(minutes * u64::from(shards) * objects_per_minute)
+        .max(1);
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let (mut written, mut bytes, mut objects) = (0u64, 0u64, 0u64);
     let mut sequence = 1_000_000u64;
     'outer: for minute in 0..minutes {
         for shard in 0..shards {
-            let arrival_ms =
-                day.start_micros() / 1000 + (minute * 60_000) as i64 + i64::from(shard) * 7;
-            let mut batch = Vec::with_capacity(per_object as usize);
-            for _ in 0..per_object {
-                if written == events {
-                    break;
+            for object in 0..objects_per_minute {
+                // One invocation's object every 60/N seconds of the minute.
+                let arrival_ms = day.start_micros() / 1000
+                    + (minute * 60_000 + object * 60_000 / objects_per_minute) as i64
+                    + i64::from(shard) * 7;
+                let mut batch = Vec::with_capacity(per_object as usize);
+                for _ in 0..per_object {
+                    if written == events {
+                        break;
+                    }
+                    let mut event = generator.valid_event();
+                    // Created up to a few seconds before arrival (some just before midnight).
+                    event["created_at"] = json!((arrival_ms - 2_500) as f64 / 1000.0);
+                    sequence += 1;
+                    batch.push((sequence, serde_json::to_vec(&event)?));
+                    written += 1;
                 }
-                let mut event = generator.valid_event();
-                // Created up to a few seconds before arrival (some just before midnight).
-                event["created_at"] = json!((arrival_ms - 2_500) as f64 / 1000.0);
-                sequence += 1;
-                batch.push((sequence, serde_json::to_vec(&event)?));
-                written += 1;
+                if batch.is_empty() {
+                    break 'outer;
+                }
+                let shard_id = format!("shardId-{shard:012}");
+                let body = pipeline::fixtures::staging_lines(&shard_id, &batch, arrival_ms);
+                let key = prefixes.staging_key(
+                    Minute::of_micros(arrival_ms * 1000),
+                    &shard_id,
+                    &batch[0].0.to_string(),
+                );
+                bytes += body.len() as u64;
+                objects += 1;
+                runtime.block_on(pipeline::ports::ObjectStore::put(&store, &key, body.into()))?;
             }
-            if batch.is_empty() {
-                break 'outer;
-            }
-            let shard_id = format!("shardId-{shard:012}");
-            let body = pipeline::fixtures::staging_lines(&shard_id, &batch, arrival_ms);
-            let key = prefixes.staging_key(
-                Minute::of_micros(arrival_ms * 1000),
-                &shard_id,
-                &batch[0].0.to_string(),
-            );
-            bytes += body.len() as u64;
-            objects += 1;
-            runtime.block_on(pipeline::ports::ObjectStore::put(&store, &key, body.into()))?;
         }
     }
     println!(
@@ -206,14 +233,16 @@ fn gen_staging(root: PathBuf, events: u64, day: &str, shards: u32) -> anyhow::Re
     Ok(())
 }
 
-fn compact_local(root: PathBuf, day: &str) -> anyhow::Result<()> {
+fn compact_local(root: PathBuf, day: &str, latency: Duration) -> anyhow::Result<()> {
     let day = Date::parse(day).context("--day is YYYY-MM-DD")?;
+    // Compaction decodes and encodes on one thread (the fetches are tasks on the same one).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let store = LatencyStore::new(FsObjectStore::new(&root), latency);
     let compact = compact::Compact::new(
         Prefixes::default(),
-        Arc::new(FsObjectStore::new(&root)),
+        Arc::new(store),
         Arc::new(MemoryMetrics::default()),
     );
     let started = Instant::now();
@@ -223,11 +252,14 @@ fn compact_local(root: PathBuf, day: &str) -> anyhow::Result<()> {
         "{}",
         json!({
             "seconds": seconds,
+            "latency_ms": latency.as_millis() as u64,
+            "input_objects": report.input_objects,
             "input_events": report.input_events,
             "rows_written": report.rows_written,
             "files": report.files.len(),
             "parquet_bytes": report.parquet_bytes,
             "events_per_second": report.input_events as f64 / seconds,
+            "widest_fetch_window": report.widest_fetch_window,
         })
     );
     Ok(())

@@ -24,6 +24,7 @@
 //!   data reaches the lake by itself.
 
 pub mod catalog;
+mod fetch;
 pub mod lease;
 mod manifest;
 mod partition;
@@ -48,6 +49,7 @@ use pipeline::time::{self, Date};
 use serde::Serialize;
 use tracing::Instrument as _;
 
+pub use crate::fetch::FetchWindow;
 use crate::manifest::Manifest;
 use crate::run::Run;
 
@@ -112,6 +114,9 @@ pub struct Report {
     /// The most bytes of undecoded rows held at once, for the memory bound's tests.
     #[serde(skip)]
     pub peak_buffered_bytes: usize,
+    /// The most staging fetches in flight at once (the adaptive window's widest).
+    #[serde(skip)]
+    pub widest_fetch_window: usize,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -151,7 +156,7 @@ pub struct Settings {
     /// Multipart part size.
     pub part_size: usize,
     /// Staging objects fetched ahead of the one being decoded.
-    pub prefetch: usize,
+    pub fetch: FetchWindow,
     /// How long a run's lease keeps other runs out if the run dies without releasing it.
     pub lease_micros: i64,
 }
@@ -166,7 +171,11 @@ impl Default for Settings {
             memory_budget: 64 << 20,
             batch_bytes: 8 << 20,
             part_size: pipeline::ports::MIN_PART_SIZE,
-            prefetch: 8,
+            fetch: FetchWindow {
+                initial_fetches: 8,
+                max_fetches: 256,
+                max_bytes: 32 << 20,
+            },
             lease_micros: lease::LEASE_MICROS,
         }
     }
@@ -512,6 +521,7 @@ impl Compact {
             late_objects: 0,
             parquet_bytes: run.parquet_bytes,
             peak_buffered_bytes: run.peak_buffered_bytes,
+            widest_fetch_window: run.widest_fetch_window,
         })
     }
 

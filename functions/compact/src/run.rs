@@ -5,17 +5,17 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use pipeline::layout::{self, MinuteKey};
-use pipeline::ports::{read_all, ObjectInfo, StoreError};
+use pipeline::ports::ObjectInfo;
 use pipeline::position::RedeliveryFilter;
 use pipeline::quarantine_line::{Origin, QuarantineLine};
 use pipeline::staging_line::decode_staging_line;
 use pipeline::time::Date;
 use pipeline::validate::Reason;
 
+use crate::fetch::Prefetcher;
 use crate::partition::{FileSettings, PartitionKey, PartitionWriter, WrittenFile};
 use crate::{Compact, CompactError};
 
@@ -46,6 +46,8 @@ pub struct Outcome {
     pub parquet_bytes: u64,
     /// The most bytes of undecoded rows held at once, for the memory bound's tests.
     pub peak_buffered_bytes: usize,
+    /// The most staging fetches the run had in flight at once.
+    pub widest_fetch_window: usize,
 }
 
 pub struct Run<'c> {
@@ -101,23 +103,16 @@ impl<'c> Run<'c> {
     }
 
     async fn read_all(&mut self, staging: &[ObjectInfo]) -> Result<(), CompactError> {
-        let objects = self.compact.objects.clone();
-        let fetches: Vec<_> = staging
-            .iter()
-            .map(|info| {
-                let objects = objects.clone();
-                async move {
-                    let body = read_all(objects.as_ref(), &info.key, info.size as usize).await?;
-                    Ok::<_, StoreError>((info.key.as_str(), body))
-                }
-            })
-            .collect();
-        let mut bodies =
-            futures::stream::iter(fetches).buffered(self.compact.settings.prefetch.max(1));
-        while let Some(fetched) = bodies.next().await {
-            let (key, body) = fetched?;
-            self.read_object(key, &body).await?;
+        let mut fetches = Prefetcher::new(
+            self.compact.objects.clone(),
+            staging,
+            self.compact.settings.fetch,
+        );
+        while let Some(fetched) = fetches.next().await {
+            let (info, body) = fetched?;
+            self.read_object(&info.key, &body).await?;
         }
+        self.outcome.widest_fetch_window = fetches.widest;
         Ok(())
     }
 

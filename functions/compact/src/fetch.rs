@@ -1,0 +1,112 @@
+//! Staging objects fetched ahead of the decoder, handed out in list order.
+//!
+//! A day is ~17,000 small objects per shard, and each GET waits on S3's latency, so one fetch at a
+//! time (or a fixed handful) would leave the decoder idle most of the run. Each fetch is its own
+//! task, so it progresses while lines are decoded and encoded; the window of fetches in flight
+//! starts small and doubles each time the decoder finds the next object not yet fetched, up to
+//! [`FetchWindow::max_fetches`], and never holds more than [`FetchWindow::max_bytes`] of objects
+//! (by their listed sizes) beyond the one being decoded: small objects get many fetches in flight,
+//! large ones few.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::FutureExt as _;
+use pipeline::ports::{read_all, ObjectInfo, ObjectStore, StoreError};
+use tokio::task::JoinHandle;
+
+/// Bounds on the fetches in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchWindow {
+    /// Fetches in flight at first.
+    pub initial_fetches: usize,
+    /// At most this many at once: each is a connection, and a Lambda process has 1,024 file
+    /// descriptors.
+    pub max_fetches: usize,
+    /// Listed bytes of the objects fetched ahead (one object is always allowed, whatever its size).
+    pub max_bytes: usize,
+}
+
+/// Aborts the fetch when dropped: a run that fails leaves no fetch running behind it.
+struct Fetch(JoinHandle<Result<Vec<u8>, StoreError>>);
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct Prefetcher<'a> {
+    objects: Arc<dyn ObjectStore>,
+    staging: &'a [ObjectInfo],
+    next: usize,
+    in_flight: VecDeque<(&'a ObjectInfo, Fetch)>,
+    in_flight_bytes: usize,
+    window: usize,
+    bounds: FetchWindow,
+    /// The widest window the run needed, for its report and tests.
+    pub widest: usize,
+}
+
+impl<'a> Prefetcher<'a> {
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        staging: &'a [ObjectInfo],
+        bounds: FetchWindow,
+    ) -> Self {
+        let window = bounds.initial_fetches.clamp(1, bounds.max_fetches.max(1));
+        Prefetcher {
+            objects,
+            staging,
+            next: 0,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            window,
+            bounds,
+            widest: window,
+        }
+    }
+
+    /// Starts fetches until the window or the byte bound is full.
+    fn top_up(&mut self) {
+        while let Some(info) = self.staging.get(self.next) {
+            let size = info.size as usize;
+            let full = self.in_flight.len() >= self.window
+                || (!self.in_flight.is_empty()
+                    && self.in_flight_bytes + size > self.bounds.max_bytes);
+            if full {
+                break;
+            }
+            let objects = self.objects.clone();
+            let key = info.key.clone();
+            let task = tokio::spawn(async move { read_all(objects.as_ref(), &key, size).await });
+            self.in_flight.push_back((info, Fetch(task)));
+            self.in_flight_bytes += size;
+            self.next += 1;
+        }
+    }
+
+    /// The next object in list order with its bytes, or `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<(&'a ObjectInfo, Vec<u8>), StoreError>> {
+        self.top_up();
+        let (info, mut fetch) = self.in_flight.pop_front()?;
+        let result = match (&mut fetch.0).now_or_never() {
+            Some(done) => done,
+            None => {
+                // The decoder caught up with the fetches: widen the window, then wait.
+                self.window = (self.window * 2).min(self.bounds.max_fetches.max(1));
+                self.widest = self.widest.max(self.window);
+                self.top_up();
+                (&mut fetch.0).await
+            }
+        };
+        self.in_flight_bytes -= info.size as usize;
+        Some(match result {
+            Ok(fetched) => fetched.map(|body| (info, body)),
+            Err(join_error) => Err(StoreError::new(
+                format!("GetObject {}", info.key),
+                format!("the fetch task failed: {join_error}"),
+            )),
+        })
+    }
+}
