@@ -2,7 +2,7 @@
 (COPY … TO … (FORMAT parquet, PARTITION_BY …)), with the same columns and the same redelivery
 removal as our compactor, minus extra_specifics.
 
-    python duckdb_compact.py <root with staging/> <out dir>
+    python duckdb_compact.py <root with staging/> <out dir> [threads, default 2]
 """
 import json
 import pathlib
@@ -12,6 +12,7 @@ import time
 import duckdb
 
 root, out = pathlib.Path(sys.argv[1]), sys.argv[2]
+threads = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 catalogue = json.loads((pathlib.Path(__file__).parent.parent / "events" / "catalogue.json").read_text())
 sql_type = {"string": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}
 fields = ",\n".join(
@@ -19,7 +20,7 @@ fields = ",\n".join(
     if f["type"] != "string" else f"json_extract_string(event_specifics, '$.{name}') AS {name}"
     for name, f in sorted(catalogue["fields"].items()))
 con = duckdb.connect()
-con.execute("SET threads = 2")
+con.execute(f"SET threads = {threads}")
 started = time.perf_counter()
 con.execute(f"""
 COPY (
@@ -39,4 +40,4 @@ COPY (
 seconds = time.perf_counter() - started
 rows = con.execute(f"SELECT count(*) FROM read_parquet('{out}/**/*.parquet')").fetchone()[0]
 size = sum(p.stat().st_size for p in pathlib.Path(out).rglob("*.parquet"))
-print(json.dumps({"seconds": seconds, "rows": rows, "parquet_bytes": size}))
+print(json.dumps({"seconds": seconds, "rows": rows, "parquet_bytes": size, "threads": threads}))

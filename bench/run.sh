@@ -51,11 +51,24 @@ if [ "${BENCH_REUSE:-0}" != 1 ] || [ ! -s "$work/gen10.json" ]; then
   "$bin/bench" gen-staging --root "$work/day10" --events $((events * 10)) >"$work/gen10.json"
 fi
 
-rm -rf "$work/day1/processed" "$work/day10/processed" "$work/duckdb-out" "$work/pyarrow-out"
+# The many-small-objects day: ~12 objects per shard-minute (ingest's 5 s batching window), 4 shards.
+if [ "${BENCH_REUSE:-0}" != 1 ] || [ ! -s "$work/gen-many.json" ]; then
+  echo "bench: generating a ${events}-event day of many small objects (12 per shard-minute)" >&2
+  rm -rf "$work/day-many"
+  "$bin/bench" gen-staging --root "$work/day-many" --events "$events" --objects-per-minute 12 >"$work/gen-many.json"
+fi
+
+rm -rf "$work/day1/processed" "$work/day10/processed" "$work/day-many/processed" "$work/duckdb-out" "$work/duckdb-out-t1" "$work/pyarrow-out"
+# Our compaction runs on one thread; DuckDB on one and on two, side by side on the same files.
 measure compact-1x "$bin/bench" compact-local --root "$work/day1"
-measure duckdb-1x "$py" bench/duckdb_compact.py "$work/day1" "$work/duckdb-out"
+measure duckdb-1x-t1 "$py" bench/duckdb_compact.py "$work/day1" "$work/duckdb-out-t1" 1
+measure duckdb-1x "$py" bench/duckdb_compact.py "$work/day1" "$work/duckdb-out" 2
 measure pyarrow-1x "$py" bench/pyarrow_compact.py "$work/day1" "$work/pyarrow-out"
 measure compact-10x "$bin/bench" compact-local --root "$work/day10"
+echo "bench: many small objects, without and with ${BENCH_LATENCY_MS:-30} ms per store request" >&2
+measure compact-many-0ms "$bin/bench" compact-local --root "$work/day-many"
+rm -rf "$work/day-many/processed"
+measure compact-many-latency "$bin/bench" compact-local --root "$work/day-many" --latency-ms "${BENCH_LATENCY_MS:-30}"
 
 echo "bench: cold start and sizes" >&2
 "$bin/bench" cold-start --binary "$bin/ingest" >"$work/cold-ingest.json"
@@ -74,6 +87,8 @@ for name in ("ingest", "compact"):
     sizes[name] = {"binary_bytes": os.path.getsize(path), "zip_bytes": os.path.getsize(archive)}
 ingest, python = load("ingest"), load("python")
 c1, c10, duck, arrow = load("compact-1x"), load("compact-10x"), load("duckdb-1x"), load("pyarrow-1x")
+duck1 = load("duckdb-1x-t1")
+many0, many_latency = load("compact-many-0ms"), load("compact-many-latency")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 arm64_zips = {}
 if arm64 != "0":
@@ -92,7 +107,12 @@ results = {
                    "throughput_vs_duckdb": duck["wall_seconds"] / c1["wall_seconds"],
                    "peak_rss_vs_duckdb": c1["peak_rss_kib"] / duck["peak_rss_kib"],
                    "throughput_vs_pyarrow": arrow["wall_seconds"] / c1["wall_seconds"],
-                   "peak_rss_10x_over_1x": c10["peak_rss_kib"] / c1["peak_rss_kib"]},
+                   "peak_rss_10x_over_1x": c10["peak_rss_kib"] / c1["peak_rss_kib"],
+                   "duckdb_1x_one_thread": duck1,
+                   "throughput_vs_duckdb_one_thread": duck1["wall_seconds"] / c1["wall_seconds"],
+                   "peak_rss_vs_duckdb_one_thread": c1["peak_rss_kib"] / duck1["peak_rss_kib"]},
+    "many_objects": {"staging": load("gen-many"), "zero_latency": many0, "with_latency": many_latency,
+                     "latency_over_zero": many_latency["wall_seconds"] / many0["wall_seconds"]},
     "cold_start": {"ingest": load("cold-ingest"), "compact": load("cold-compact")},
     "sizes": sizes,
 }

@@ -517,3 +517,37 @@ async fn aggregates_made_by_the_aws_labs_library_are_unpacked_by_the_built_binar
         format!("shardId-000000000000:{last_sequence}#{last_index}")
     );
 }
+
+/// The payload reaches the handler as Lambda's bytes (raw_payload): one that is not
+/// `{"Records":[...]}` fails its invocation, typed, and the process serves the next one.
+#[tokio::test]
+async fn a_payload_that_is_not_a_kinesis_event_fails_typed_and_the_next_is_served() {
+    let lake = Lake::new("binary-bad-payload").await;
+    let mut lambda = LambdaProcess::spawn(&binary("ingest"), "ingest", &binary_env(&lake, &[]))
+        .await
+        .unwrap();
+    for payload in [
+        json!({"records": []}),
+        json!([1, 2]),
+        json!({"Records": null}),
+    ] {
+        let outcome = lambda
+            .invoke(&payload, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let Outcome::FunctionError(error) = outcome else {
+            panic!("{payload} was accepted: {outcome:?}")
+        };
+        assert_eq!(error["errorType"], "BadRequest", "{error}");
+        let message = error["errorMessage"].as_str().unwrap();
+        assert!(message.contains("not a Lambda Kinesis event"), "{message}");
+    }
+    let (payload, _) = kinesis_payload(&[record(0, 1, ARRIVAL_MS, event_json(1))]);
+    let outcome = lambda
+        .invoke(&payload, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Outcome::Response(json!({"batchItemFailures": []})));
+    assert_eq!(uuids(&lake.all_lines("staging/").await), [uuid(1)]);
+    assert_each_log_line_names_its_invocation(&lambda.stderr_text(), lambda.request_ids());
+}

@@ -110,3 +110,67 @@ impl<'a> Prefetcher<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use pipeline::memory::MemoryObjectStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn hands_out_every_object_in_list_order_within_its_bounds() {
+        let store = MemoryObjectStore::default();
+        let mut staging = Vec::new();
+        for i in 0..100usize {
+            let key = format!("staging/{i:03}.ndjson");
+            store
+                .put(&key, Bytes::from(vec![b'x'; 10 + i]))
+                .await
+                .unwrap();
+            staging.push(ObjectInfo {
+                key,
+                size: 10 + i as u64,
+            });
+        }
+        let bounds = FetchWindow {
+            initial_fetches: 2,
+            max_fetches: 16,
+            max_bytes: 300,
+        };
+        let mut fetches = Prefetcher::new(Arc::new(store), &staging, bounds);
+        let mut seen = Vec::new();
+        while let Some(fetched) = fetches.next().await {
+            let (info, body) = fetched.unwrap();
+            assert_eq!(body.len() as u64, info.size, "{}", info.key);
+            seen.push(info.key.clone());
+            assert!(fetches.in_flight.len() <= bounds.max_fetches);
+            assert!(fetches.in_flight_bytes <= bounds.max_bytes);
+        }
+        let listed: Vec<String> = staging.iter().map(|o| o.key.clone()).collect();
+        assert_eq!(seen, listed);
+        // The decoder waited on the fetches, so the window grew, and stayed within its bound.
+        assert!(
+            fetches.widest > 2 && fetches.widest <= 16,
+            "{}",
+            fetches.widest
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_is_the_run_s_error() {
+        let staging = vec![ObjectInfo {
+            key: "staging/gone.ndjson".into(),
+            size: 5,
+        }];
+        let bounds = FetchWindow {
+            initial_fetches: 8,
+            max_fetches: 8,
+            max_bytes: 1 << 20,
+        };
+        let store = Arc::new(MemoryObjectStore::default());
+        let mut fetches = Prefetcher::new(store, &staging, bounds);
+        assert!(fetches.next().await.unwrap().is_err());
+        assert!(fetches.next().await.is_none());
+    }
+}
