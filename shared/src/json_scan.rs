@@ -42,8 +42,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The next byte that is not whitespace.
     #[inline]
-    fn peek(&mut self) -> Option<u8> {
+    pub fn peek(&mut self) -> Option<u8> {
         self.skip_ws();
         self.bytes().get(self.pos).copied()
     }
@@ -63,6 +64,16 @@ impl<'a> Scanner<'a> {
     pub fn plain_string(&mut self) -> Option<&'a str> {
         let (raw, escaped) = self.string()?;
         (!escaped).then(|| &raw[1..raw.len() - 1])
+    }
+
+    /// Reads any value: `Some(text)` when it is a string without escapes (its text without quotes),
+    /// `None` for anything else. The outer `None` is an error, as everywhere.
+    pub fn plain_string_or_other(&mut self) -> Option<Option<&'a str>> {
+        if self.peek()? != b'"' {
+            return self.value().map(|_| None);
+        }
+        let (raw, escaped) = self.string()?;
+        Some((!escaped).then(|| &raw[1..raw.len() - 1]))
     }
 
     /// A string value (quotes included) and whether it holds escapes.
@@ -190,37 +201,33 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut entry: impl FnMut(&'a str, &mut Scanner<'a>) -> Option<()>,
     ) -> Option<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.eat(b'}').is_none() {
-            loop {
-                let key = self.plain_string()?;
-                self.eat(b':')?;
-                entry(key, self)?;
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
-        Some(())
+        self.delimited(b'{', b'}', |scanner| {
+            let key = scanner.plain_string()?;
+            scanner.eat(b':')?;
+            entry(key, scanner)
+        })
     }
 
     /// An array: `element(scanner)` is called for each element and must read exactly it.
-    pub fn array(&mut self, mut element: impl FnMut(&mut Scanner<'a>) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
+    pub fn array(&mut self, element: impl FnMut(&mut Scanner<'a>) -> Option<()>) -> Option<()> {
+        self.delimited(b'[', b']', element)
+    }
+
+    /// `open`, items separated by commas, `close`: what objects and arrays share.
+    fn delimited(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Scanner<'a>) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.enter()?;
-        if self.eat(b']').is_none() {
+        if self.eat(close).is_none() {
             loop {
-                element(self)?;
+                item(self)?;
                 match self.peek()? {
                     b',' => self.pos += 1,
-                    b']' => {
+                    b if b == close => {
                         self.pos += 1;
                         break;
                     }
@@ -232,25 +239,15 @@ impl<'a> Scanner<'a> {
         Some(())
     }
 
-    /// The next byte that is not whitespace.
-    pub fn peek_byte(&mut self) -> Option<u8> {
-        self.peek()
-    }
-
-    /// Where the next value starts (after whitespace), to slice a value read by parts.
+    /// Where the next value starts (after whitespace), for [`Scanner::since`].
     pub fn position(&mut self) -> usize {
         self.skip_ws();
         self.pos
     }
 
-    /// The text between two positions.
-    pub fn slice(&self, from: usize, to: usize) -> &'a str {
-        &self.text[from..to]
-    }
-
-    /// The position just after the last value read.
-    pub fn offset(&self) -> usize {
-        self.pos
+    /// The text from `start` (a [`Scanner::position`]) to the end of the last value read.
+    pub fn since(&self, start: usize) -> &'a str {
+        &self.text[start..self.pos]
     }
 }
 

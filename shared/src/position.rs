@@ -105,14 +105,6 @@ impl<'a> StreamPosition<'a> {
         }
     }
 
-    pub fn into_owned(self) -> StreamPosition<'static> {
-        StreamPosition {
-            shard_id: Cow::Owned(self.shard_id.into_owned()),
-            sequence_number: Cow::Owned(self.sequence_number.into_owned()),
-            sub_sequence_number: self.sub_sequence_number,
-        }
-    }
-
     /// Appends `"shard_id":…,"sequence_number":…[,"sub_sequence_number":N]`, the fields the
     /// [`Deserialize`] impl reads back.
     pub fn push_json_fields(&self, out: &mut Vec<u8>) {

@@ -42,10 +42,9 @@ pub struct Prefetcher<'a> {
     next: usize,
     in_flight: VecDeque<(&'a ObjectInfo, Fetch)>,
     in_flight_bytes: usize,
+    /// Fetches allowed in flight now; it only grows.
     window: usize,
     bounds: FetchWindow,
-    /// The widest window the run needed, for its report and tests.
-    pub widest: usize,
 }
 
 impl<'a> Prefetcher<'a> {
@@ -54,7 +53,11 @@ impl<'a> Prefetcher<'a> {
         staging: &'a [ObjectInfo],
         bounds: FetchWindow,
     ) -> Self {
-        let window = bounds.initial_fetches.clamp(1, bounds.max_fetches.max(1));
+        let bounds = FetchWindow {
+            max_fetches: bounds.max_fetches.max(1),
+            ..bounds
+        };
+        let window = bounds.initial_fetches.clamp(1, bounds.max_fetches);
         Prefetcher {
             objects,
             staging,
@@ -63,8 +66,12 @@ impl<'a> Prefetcher<'a> {
             in_flight_bytes: 0,
             window,
             bounds,
-            widest: window,
         }
+    }
+
+    /// The widest the window grew: the most fetches the run allowed in flight at once.
+    pub fn widest(&self) -> usize {
+        self.window
     }
 
     /// Starts fetches until the window or the byte bound is full.
@@ -94,8 +101,7 @@ impl<'a> Prefetcher<'a> {
             Some(done) => done,
             None => {
                 // The decoder caught up with the fetches: widen the window, then wait.
-                self.window = (self.window * 2).min(self.bounds.max_fetches.max(1));
-                self.widest = self.widest.max(self.window);
+                self.window = (self.window * 2).min(self.bounds.max_fetches);
                 self.top_up();
                 (&mut fetch.0).await
             }
@@ -151,9 +157,9 @@ mod tests {
         assert_eq!(seen, listed);
         // The decoder waited on the fetches, so the window grew, and stayed within its bound.
         assert!(
-            fetches.widest > 2 && fetches.widest <= 16,
+            fetches.widest() > 2 && fetches.widest() <= 16,
             "{}",
-            fetches.widest
+            fetches.widest()
         );
     }
 

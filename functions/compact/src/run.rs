@@ -112,7 +112,7 @@ impl<'c> Run<'c> {
             let (info, body) = fetched?;
             self.read_object(&info.key, &body).await?;
         }
-        self.outcome.widest_fetch_window = fetches.widest;
+        self.outcome.widest_fetch_window = fetches.widest();
         Ok(())
     }
 

@@ -4,6 +4,7 @@ use ingest::raw_payload::{self, PayloadError, RawPayloadLayer};
 use ingest::Deadline;
 use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
 use pipeline::config::IngestConfig;
+use pipeline::lambda_payload::KinesisBatch;
 
 // glibc malloc was a third of the CPU profile: every record allocates a handful of small strings.
 #[global_allocator]
@@ -23,7 +24,7 @@ async fn main() -> Result<(), Error> {
     let handler = service_fn(move |event: LambdaEvent<()>| async move {
         let deadline = Deadline::at_epoch_ms(event.context.deadline);
         let bytes = raw_payload::payload()?;
-        let batch = raw_payload::batch(&bytes)?;
+        let batch = KinesisBatch::parse(&bytes)?;
         Ok::<_, PayloadError>(ingest.handle(&batch, deadline).await)
     });
     Runtime::new(handler)

@@ -1,7 +1,7 @@
 //! The invocation's payload handed to the handler as the bytes Lambda sent, so the batch is read
-//! borrowed from them ([`KinesisBatch::parse`]) instead of deserialized by the runtime into owned
-//! values first: at 10,000 records of ~1 KB, that first pass alone cost more than the rest of the
-//! CPU path (bench/NOTES.md).
+//! borrowed from them ([`pipeline::lambda_payload::KinesisBatch::parse`]): the runtime's own
+//! deserialisation wants a type that owns its data (`for<'de> Deserialize<'de>`), which would copy
+//! every record out of the payload before reading it.
 //!
 //! A layer between the runtime's client and its handler takes the body out of the invocation
 //! (leaving `null`, which the handler's `LambdaEvent<()>` reads) and keeps it in a task-local for
@@ -10,7 +10,6 @@
 use bytes::Bytes;
 use lambda_runtime::tower::{Layer, Service};
 use lambda_runtime::LambdaInvocation;
-use pipeline::lambda_payload::KinesisBatch;
 use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
@@ -77,9 +76,4 @@ pub fn payload() -> Result<Bytes, PayloadError> {
     PAYLOAD
         .try_with(Bytes::clone)
         .map_err(|_| PayloadError::Missing)
-}
-
-/// Reads the batch borrowed from `bytes`.
-pub fn batch(bytes: &[u8]) -> Result<KinesisBatch<'_>, PayloadError> {
-    Ok(KinesisBatch::parse(bytes)?)
 }
