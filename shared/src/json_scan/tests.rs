@@ -121,3 +121,34 @@ fn reads_what_the_pipeline_sends() {
     assert_eq!(scanner.plain_string(), Some("plain"));
     assert_eq!(Scanner::new("\"a\\nb\"").plain_string(), None);
 }
+
+/// The word-at-a-time search finds exactly the first `"`, `\` or control byte, wherever it is and
+/// whatever surrounds it (bytes just above and below 0x20, UTF-8 high bytes, the bytes it tests).
+#[test]
+fn finds_the_first_special_byte_as_a_byte_loop_does() {
+    let naive = |text: &[u8]| {
+        text.iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    };
+    let fillers = [
+        b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff, 0x21, 0x5d,
+    ];
+    let specials = [b'"', b'\\', 0x00, 0x1f, b'\n', 0x01];
+    for len in 0..90 {
+        for filler in fillers {
+            let plain = vec![filler; len];
+            assert_eq!(special_byte(&plain), naive(&plain), "{len} x {filler:#x}");
+            for at in 0..len {
+                for special in specials {
+                    let mut text = plain.clone();
+                    text[at] = special;
+                    // A second special byte later must not change the answer.
+                    if at + 3 < len {
+                        text[at + 3] = b'"';
+                    }
+                    assert_eq!(special_byte(&text), naive(&text), "{text:?}");
+                }
+            }
+        }
+    }
+}
