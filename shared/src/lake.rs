@@ -7,16 +7,15 @@
 
 use std::sync::Arc;
 
+use crate::catalogue::{Catalogue, EventSpec, FieldType};
+use crate::json_scan;
+use crate::staging_line::DecodedLine;
+use crate::validate::{for_each_entry, json_kind};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use serde_json::value::RawValue;
-
-use crate::catalogue::{Catalogue, FieldType};
-use crate::staging_line::DecodedLine;
-use crate::validate::{for_each_entry, json_kind};
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -72,6 +71,45 @@ pub struct RowBuilder {
     extra_json: String,
 }
 
+/// Where each entry of one row's `event_specifics` goes: a declared field's value to its slot,
+/// anything else to the row's `extra_specifics` JSON.
+struct Entries<'r, 's> {
+    catalogue: &'r Catalogue,
+    spec: Option<&'r EventSpec>,
+    specifics: &'s str,
+    slots: &'r mut [Option<std::ops::Range<usize>>],
+    extra_json: &'r mut String,
+}
+
+impl Entries<'_, '_> {
+    fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = None);
+        self.extra_json.clear();
+    }
+
+    /// `value` is a slice of `specifics`.
+    fn place(&mut self, key: &str, value: &str) {
+        let declared = self
+            .spec
+            .and_then(|spec| self.catalogue.declared_type(spec, key));
+        match declared {
+            // A declared field whose value no longer fits (the catalogue changed since ingest) is
+            // kept as an extra rather than dropped.
+            Some((index, field_type)) if json_kind(value).is_none_or(|k| k.fits(field_type)) => {
+                let start = value.as_ptr() as usize - self.specifics.as_ptr() as usize;
+                self.slots[index] = Some(start..start + value.len());
+            }
+            _ => {
+                let extra = &mut *self.extra_json;
+                extra.push(if extra.is_empty() { '{' } else { ',' });
+                extra.push_str(&serde_json::to_string(key).expect("a str serialises"));
+                extra.push(':');
+                extra.push_str(value);
+            }
+        }
+    }
+}
+
 impl RowBuilder {
     pub fn new(catalogue: &Catalogue, schema: SchemaRef) -> RowBuilder {
         let fields = catalogue
@@ -122,30 +160,21 @@ impl RowBuilder {
         self.received_at.append_value(decoded.received_at);
 
         let spec = catalogue.event(&line.event_name);
-        let specifics = line.event_specifics.map_or("{}", RawValue::get);
+        let specifics = line.event_specifics.unwrap_or("{}");
         let mut slots = std::mem::take(&mut self.slots);
-        slots.iter_mut().for_each(|s| *s = None);
-        self.extra_json.clear();
-        let extra_json = &mut self.extra_json;
-        let _ = for_each_entry(specifics, |key, value| {
-            let declared = spec.and_then(|spec| catalogue.declared_type(spec, &key));
-            match declared {
-                // A declared field whose value no longer fits (the catalogue changed since
-                // ingest) is kept as an extra rather than dropped.
-                Some((index, field_type))
-                    if json_kind(value.get()).is_none_or(|k| k.fits(field_type)) =>
-                {
-                    let start = value.get().as_ptr() as usize - specifics.as_ptr() as usize;
-                    slots[index] = Some(start..start + value.get().len());
-                }
-                _ => {
-                    extra_json.push(if extra_json.is_empty() { '{' } else { ',' });
-                    extra_json.push_str(&serde_json::to_string(&*key).expect("a str serialises"));
-                    extra_json.push(':');
-                    extra_json.push_str(value.get());
-                }
-            }
-        });
+        let mut entries = Entries {
+            catalogue,
+            spec,
+            specifics,
+            slots: &mut slots,
+            extra_json: &mut self.extra_json,
+        };
+        entries.clear();
+        // The borrowed walk first; serde_json reads what it declines (escaped keys, say).
+        if json_scan::entries(specifics, |key, value| entries.place(key, value)).is_none() {
+            entries.clear();
+            let _ = for_each_entry(specifics, |key, value| entries.place(&key, value.get()));
+        }
         for (column, slot) in self.fields.iter_mut().zip(slots.iter_mut()) {
             let value = slot
                 .take()
@@ -174,23 +203,40 @@ impl RowBuilder {
 
     /// The rows so far as one batch; the builder starts empty again.
     pub fn finish(&mut self) -> RecordBatch {
+        // Each builder starts again at the size this batch reached: the next batch of a partition
+        // is most likely as big, and growing from nothing copied every column several times.
+        let rows = self.rows;
+        let strings = |b: &mut StringBuilder| -> ArrayRef {
+            let bytes = b.values_slice().len();
+            Arc::new(std::mem::replace(b, StringBuilder::with_capacity(rows, bytes)).finish())
+        };
+        let timestamps = |b: &mut TimestampMicrosecondBuilder| -> ArrayRef {
+            let next = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+            Arc::new(std::mem::replace(b, next).finish())
+        };
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_uuid.finish()),
-            Arc::new(self.event_name.finish()),
-            Arc::new(self.event_type.finish()),
-            Arc::new(self.event_subtype.finish()),
-            Arc::new(self.created_at.finish()),
-            Arc::new(self.received_at.finish()),
+            strings(&mut self.event_uuid),
+            strings(&mut self.event_name),
+            strings(&mut self.event_type),
+            strings(&mut self.event_subtype),
+            timestamps(&mut self.created_at),
+            timestamps(&mut self.received_at),
         ];
         for column in &mut self.fields {
             columns.push(match column {
-                Column::Utf8(b) => Arc::new(b.finish()),
-                Column::Int64(b) => Arc::new(b.finish()),
-                Column::Float64(b) => Arc::new(b.finish()),
-                Column::Boolean(b) => Arc::new(b.finish()),
+                Column::Utf8(b) => strings(b),
+                Column::Int64(b) => {
+                    Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish())
+                }
+                Column::Float64(b) => {
+                    Arc::new(std::mem::replace(b, Float64Builder::with_capacity(rows)).finish())
+                }
+                Column::Boolean(b) => {
+                    Arc::new(std::mem::replace(b, BooleanBuilder::with_capacity(rows)).finish())
+                }
             });
         }
-        columns.push(Arc::new(self.extra.finish()));
+        columns.push(strings(&mut self.extra));
         self.rows = 0;
         self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), columns)
