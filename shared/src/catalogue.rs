@@ -1,7 +1,9 @@
 //! The event catalogue (`events/catalogue.json`): which events exist, which fields they declare and
 //! of what type. The same file drives the producer, the validator and the Parquet schema.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use serde::Deserialize;
 

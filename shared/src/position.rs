@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use foldhash::HashMap as FastMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::validate::push_json_str;
@@ -176,7 +178,7 @@ impl<'a> ShardCutoffs<'a> {
 /// kept is only the emitted positions that overlap objects yet to come.
 #[derive(Debug, Default)]
 pub struct RedeliveryFilter {
-    shards: HashMap<String, ShardSeen>,
+    shards: FastMap<String, ShardSeen>,
 }
 
 #[derive(Debug, Default)]
