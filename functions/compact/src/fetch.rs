@@ -27,30 +27,33 @@ pub struct FetchWindow {
     pub max_bytes: usize,
 }
 
-/// Aborts the fetch when dropped: a run that fails leaves no fetch running behind it.
-struct Fetch(JoinHandle<Result<Vec<u8>, StoreError>>);
+/// Aborts the task when dropped: a run that fails leaves no fetch running behind it.
+pub struct AbortOnDrop<T>(pub JoinHandle<T>);
 
-impl Drop for Fetch {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-pub struct Prefetcher<'a> {
+type Fetch = AbortOnDrop<Result<Vec<u8>, StoreError>>;
+
+pub struct Prefetcher {
     objects: Arc<dyn ObjectStore>,
-    staging: &'a [ObjectInfo],
+    staging: Arc<[ObjectInfo]>,
     next: usize,
-    in_flight: VecDeque<(&'a ObjectInfo, Fetch)>,
+    /// Indexes into `staging`, in list order.
+    in_flight: VecDeque<(usize, Fetch)>,
     in_flight_bytes: usize,
     /// Fetches allowed in flight now; it only grows.
     window: usize,
     bounds: FetchWindow,
 }
 
-impl<'a> Prefetcher<'a> {
+impl Prefetcher {
     pub fn new(
         objects: Arc<dyn ObjectStore>,
-        staging: &'a [ObjectInfo],
+        staging: Arc<[ObjectInfo]>,
         bounds: FetchWindow,
     ) -> Self {
         let bounds = FetchWindow {
@@ -87,16 +90,16 @@ impl<'a> Prefetcher<'a> {
             let objects = self.objects.clone();
             let key = info.key.clone();
             let task = tokio::spawn(async move { read_all(objects.as_ref(), &key, size).await });
-            self.in_flight.push_back((info, Fetch(task)));
+            self.in_flight.push_back((self.next, AbortOnDrop(task)));
             self.in_flight_bytes += size;
             self.next += 1;
         }
     }
 
     /// The next object in list order with its bytes, or `None` after the last.
-    pub async fn next(&mut self) -> Option<Result<(&'a ObjectInfo, Vec<u8>), StoreError>> {
+    pub async fn next(&mut self) -> Option<Result<(ObjectInfo, Vec<u8>), StoreError>> {
         self.top_up();
-        let (info, mut fetch) = self.in_flight.pop_front()?;
+        let (index, mut fetch) = self.in_flight.pop_front()?;
         let result = match (&mut fetch.0).now_or_never() {
             Some(done) => done,
             None => {
@@ -106,9 +109,10 @@ impl<'a> Prefetcher<'a> {
                 (&mut fetch.0).await
             }
         };
+        let info = &self.staging[index];
         self.in_flight_bytes -= info.size as usize;
         Some(match result {
-            Ok(fetched) => fetched.map(|body| (info, body)),
+            Ok(fetched) => fetched.map(|body| (info.clone(), body)),
             Err(join_error) => Err(StoreError::new(
                 format!("GetObject {}", info.key),
                 format!("the fetch task failed: {join_error}"),
@@ -144,7 +148,7 @@ mod tests {
             max_fetches: 16,
             max_bytes: 300,
         };
-        let mut fetches = Prefetcher::new(Arc::new(store), &staging, bounds);
+        let mut fetches = Prefetcher::new(Arc::new(store), staging.clone().into(), bounds);
         let mut seen = Vec::new();
         while let Some(fetched) = fetches.next().await {
             let (info, body) = fetched.unwrap();
@@ -175,7 +179,7 @@ mod tests {
             max_bytes: 1 << 20,
         };
         let store = Arc::new(MemoryObjectStore::default());
-        let mut fetches = Prefetcher::new(store, &staging, bounds);
+        let mut fetches = Prefetcher::new(store, staging.into(), bounds);
         assert!(fetches.next().await.unwrap().is_err());
         assert!(fetches.next().await.is_none());
     }

@@ -24,6 +24,8 @@
 //!   data reaches the lake by itself.
 
 pub mod catalog;
+mod decode;
+mod error;
 mod fetch;
 pub mod lease;
 mod manifest;
@@ -49,44 +51,10 @@ use pipeline::time::{self, Date};
 use serde::Serialize;
 use tracing::Instrument as _;
 
+pub use crate::error::CompactError;
 pub use crate::fetch::FetchWindow;
 use crate::manifest::Manifest;
 use crate::run::Run;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CompactError {
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("writing Parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-    #[error("refusing to compact {day}: {why}")]
-    Refused { day: Date, why: String },
-}
-
-impl CompactError {
-    /// The `errorType` Lambda reports (and a Step Functions `Retry` or `Catch` can match on):
-    /// `BadRequest` and `Refused` will fail the same way again; `Store` may not, when the store's
-    /// failure was transient; `Parquet` is a bug or a corrupt input.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            CompactError::BadRequest(_) => "BadRequest",
-            CompactError::Store(_) => "Store",
-            CompactError::Parquet(_) => "Parquet",
-            CompactError::Refused { .. } => "Refused",
-        }
-    }
-}
-
-impl From<CompactError> for lambda_runtime::Diagnostic {
-    fn from(error: CompactError) -> Self {
-        lambda_runtime::Diagnostic {
-            error_type: error.error_type().to_string(),
-            error_message: error.to_string(),
-        }
-    }
-}
 
 /// The contract's response, plus the count of staging lines sent to quarantine and, for a
 /// scheduled run, the earlier days it compacted again or had to leave alone.
@@ -155,6 +123,10 @@ pub struct Settings {
     pub batch_bytes: usize,
     /// Multipart part size.
     pub part_size: usize,
+    /// A column's open data page, and its dictionary, are this big at most: every column of every
+    /// open partition holds one of each, so at Parquet's usual 1 MiB, 13 columns in 22 partitions
+    /// could hold over 500 MiB.
+    pub page_bytes: usize,
     /// Staging objects fetched ahead of the one being decoded.
     pub fetch: FetchWindow,
     /// How long a run's lease keeps other runs out if the run dies without releasing it.
@@ -171,6 +143,7 @@ impl Default for Settings {
             memory_budget: 64 << 20,
             batch_bytes: 8 << 20,
             part_size: pipeline::ports::MIN_PART_SIZE,
+            page_bytes: 256 << 10,
             fetch: FetchWindow {
                 initial_fetches: 8,
                 max_fetches: 256,

@@ -1,17 +1,15 @@
-//! One partition of the lake being written: its rows gathered, and the Parquet file they are being
-//! encoded into, rolled over to the next `part-{day}-NNNNN` when it reaches its size, as delta-rs
-//! keeps one writer per partition.
+//! One partition of the lake being written: the Parquet file its rows are being encoded into,
+//! rolled over to the next `part-{day}-NNNNN` when it reaches its size, as delta-rs keeps one writer
+//! per partition.
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
-use pipeline::catalogue::Catalogue;
-use pipeline::lake::RowBuilder;
 use pipeline::layout::{self, Prefixes};
 use pipeline::ports::ObjectStore;
-use pipeline::staging_line::DecodedLine;
 use pipeline::time::Date;
 
 use crate::sink::ObjectFile;
@@ -53,7 +51,6 @@ enum File {
 
 pub struct PartitionWriter {
     key: PartitionKey,
-    rows: RowBuilder,
     file: File,
     next_part: u32,
     /// One past the last part number of this run's bank.
@@ -62,37 +59,13 @@ pub struct PartitionWriter {
 
 impl PartitionWriter {
     /// A partition whose files are numbered from `first_part`, within one bank.
-    pub fn new(
-        key: PartitionKey,
-        catalogue: &Catalogue,
-        schema: SchemaRef,
-        first_part: u32,
-    ) -> Self {
+    pub fn new(key: PartitionKey, first_part: u32) -> Self {
         PartitionWriter {
             key,
-            rows: RowBuilder::new(catalogue, schema),
             file: File::Closed,
             next_part: first_part,
             end_part: first_part + layout::PART_BANK_SIZE,
         }
-    }
-
-    pub fn key(&self) -> &PartitionKey {
-        &self.key
-    }
-
-    pub fn append(&mut self, catalogue: &Catalogue, line: &DecodedLine, line_bytes: usize) {
-        self.rows.append(catalogue, line, line_bytes);
-    }
-
-    /// Rows gathered and not yet encoded.
-    pub fn rows(&self) -> usize {
-        self.rows.rows()
-    }
-
-    /// Bytes of the staging lines gathered and not yet encoded.
-    pub fn gathered_bytes(&self) -> usize {
-        self.rows.bytes()
     }
 
     /// Bytes encoded into the open file's unfinished row group (0 when no file is open).
@@ -103,13 +76,13 @@ impl PartitionWriter {
         }
     }
 
-    /// Encodes the gathered rows into the partition's file, opening the next part if none is open;
-    /// returns the file when this made it reach its size and closed it.
+    /// Encodes rows into the partition's file, opening the next part if none is open; returns the
+    /// file when this made it reach its size and closed it.
     pub async fn encode(
         &mut self,
+        batch: &RecordBatch,
         settings: &FileSettings<'_>,
     ) -> Result<Option<WrittenFile>, CompactError> {
-        let batch = self.rows.finish();
         let writer = match &mut self.file {
             File::Open(writer) => writer,
             File::Closed => {
@@ -121,7 +94,7 @@ impl PartitionWriter {
                 writer
             }
         };
-        writer.write(&batch).await?;
+        writer.write(batch).await?;
         if writer.bytes_written() as u64 + writer.in_progress_size() as u64 >= settings.file_bytes {
             return self.close().await;
         }
@@ -167,7 +140,7 @@ impl PartitionWriter {
     }
 
     /// Completes the open file, if any.
-    async fn close(&mut self) -> Result<Option<WrittenFile>, CompactError> {
+    pub async fn close(&mut self) -> Result<Option<WrittenFile>, CompactError> {
         let File::Open(mut writer) = std::mem::replace(&mut self.file, File::Closed) else {
             return Ok(None);
         };
@@ -177,19 +150,6 @@ impl PartitionWriter {
             key: sink.key().to_string(),
             bytes: sink.bytes(),
         }))
-    }
-
-    /// Encodes what is still gathered and completes the file; returns the files this completed.
-    pub async fn finish(
-        &mut self,
-        settings: &FileSettings<'_>,
-    ) -> Result<Vec<WrittenFile>, CompactError> {
-        let mut written = Vec::new();
-        if self.rows() > 0 {
-            written.extend(self.encode(settings).await?);
-        }
-        written.extend(self.close().await?);
-        Ok(written)
     }
 
     /// After a failure: drops the unfinished upload so it leaves no parts behind.

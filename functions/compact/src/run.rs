@@ -1,23 +1,30 @@
-//! One compaction of one arrival day: staging objects streamed in (fetched ahead, decoded in order),
-//! each line checked against the redelivery filter, and rows handed to one [`PartitionWriter`] per
-//! (event day, language) while all writers together stay within the memory budget.
+//! One compaction of one arrival day, in two halves that run at once: staging objects are fetched
+//! ahead (in list order) and decoded on a thread of their own ([`crate::decode`]), lines checked
+//! against the redelivery filter and gathered into rows per (event day, language); this half
+//! encodes those rows into one [`PartitionWriter`] per partition and uploads them, while all
+//! writers together stay within the memory budget.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use pipeline::layout::{self, MinuteKey};
 use pipeline::ports::ObjectInfo;
-use pipeline::position::RedeliveryFilter;
-use pipeline::quarantine_line::{Origin, QuarantineLine};
-use pipeline::staging_line::decode_staging_line;
 use pipeline::time::Date;
-use pipeline::validate::Reason;
+use tokio::sync::mpsc;
 
-use crate::fetch::Prefetcher;
+use crate::decode::{Decoder, Fetched, Limits, Work};
+use crate::fetch::{AbortOnDrop, Prefetcher};
 use crate::partition::{FileSettings, PartitionKey, PartitionWriter, WrittenFile};
 use crate::{Compact, CompactError};
+
+/// Fetched objects waiting for the decoder, beyond those the fetch window holds.
+const OBJECTS_QUEUED: usize = 4;
+
+/// Batches of rows decoded and not yet encoded, at most (in `batch_bytes`): encoding is bursty, and
+/// with room for one batch only, the decoder spent much of a two-core run waiting for the encoder.
+pub const BATCHES_IN_FLIGHT: usize = 3;
 
 fn file_settings<'a>(
     compact: &'a Compact,
@@ -44,7 +51,7 @@ pub struct Outcome {
     pub rows_written: u64,
     pub quarantined_lines: u64,
     pub parquet_bytes: u64,
-    /// The most bytes of undecoded rows held at once, for the memory bound's tests.
+    /// The most bytes of unencoded rows held at once, for the memory bound's tests.
     pub peak_buffered_bytes: usize,
     /// The most staging fetches the run had in flight at once.
     pub widest_fetch_window: usize,
@@ -57,10 +64,7 @@ pub struct Run<'c> {
     first_part: u32,
     properties: WriterProperties,
     partitions: HashMap<PartitionKey, PartitionWriter>,
-    redeliveries: RedeliveryFilter,
     outcome: Outcome,
-    /// Bytes of rows gathered but not yet encoded, over all partitions.
-    buffered_bytes: usize,
 }
 
 impl<'c> Run<'c> {
@@ -72,6 +76,8 @@ impl<'c> Run<'c> {
             ))
             .set_max_row_group_row_count(Some(settings.row_group_rows))
             .set_max_row_group_bytes(Some(settings.row_group_bytes))
+            .set_data_page_size_limit(settings.page_bytes)
+            .set_dictionary_page_size_limit(settings.page_bytes)
             .set_created_by(format!(
                 "event-pipeline compact {}",
                 env!("CARGO_PKG_VERSION")
@@ -83,9 +89,7 @@ impl<'c> Run<'c> {
             first_part,
             properties,
             partitions: HashMap::new(),
-            redeliveries: RedeliveryFilter::default(),
             outcome: Outcome::default(),
-            buffered_bytes: 0,
         }
     }
 
@@ -102,103 +106,116 @@ impl<'c> Run<'c> {
         result.map(|()| self.outcome)
     }
 
+    /// Fetches, decodes (on a blocking thread) and encodes at once; returns when every object is
+    /// decoded and every row encoded, or at the first failure of either half.
     async fn read_all(&mut self, staging: &[ObjectInfo]) -> Result<(), CompactError> {
-        let mut fetches = Prefetcher::new(
-            self.compact.objects.clone(),
-            staging,
-            self.compact.settings.fetch,
+        let compact = self.compact;
+        let settings = &compact.settings;
+        let (objects_tx, objects_rx) = mpsc::channel::<Fetched>(OBJECTS_QUEUED);
+        let (work_tx, work_rx) = mpsc::channel::<Work>(OBJECTS_QUEUED);
+        let decoder = Decoder::new(
+            compact.catalogue.clone(),
+            compact.schema.clone(),
+            Limits {
+                batch_rows: settings.batch_rows,
+                batch_bytes: settings.batch_bytes,
+                gathered_bytes: settings.memory_budget / 2,
+                in_flight_bytes: BATCHES_IN_FLIGHT * settings.batch_bytes,
+            },
+            work_tx,
         );
-        while let Some(fetched) = fetches.next().await {
-            let (info, body) = fetched?;
-            self.read_object(&info.key, &body).await?;
-        }
-        self.outcome.widest_fetch_window = fetches.widest();
+        let decoding = tokio::task::spawn_blocking(move || decoder.run(objects_rx));
+
+        // Its own task: the fetches keep the decoder fed while this one is busy encoding.
+        let staging: Arc<[ObjectInfo]> = staging.into();
+        let objects = compact.objects.clone();
+        let window = settings.fetch;
+        let mut fetching = AbortOnDrop(tokio::spawn(async move {
+            let mut fetches = Prefetcher::new(objects, staging, window);
+            while let Some(fetched) = fetches.next().await {
+                let (info, body) = fetched?;
+                let object = Fetched {
+                    key: info.key,
+                    body,
+                };
+                if objects_tx.send(object).await.is_err() {
+                    break; // the decoder is gone: the write half has the reason
+                }
+            }
+            Ok::<_, CompactError>(fetches.widest())
+        }));
+        let feed = async {
+            match (&mut fetching.0).await {
+                Ok(fed) => fed,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => panic!("the fetching task was cancelled: {error}"),
+            }
+        };
+        let write = async {
+            // Owned by this future: when it is dropped (the other half failed), so is the
+            // channel, and the decoder stops.
+            let mut work_rx = work_rx;
+            while let Some(work) = work_rx.recv().await {
+                self.take(work).await?;
+            }
+            Ok(())
+        };
+        // Either half failing drops the other, and with it the channels: the decoder stops too.
+        let joined = tokio::try_join!(feed, write);
+        drop(fetching);
+        let counts = match decoding.await {
+            Ok(counts) => counts,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => panic!("the decoding thread was cancelled: {error}"),
+        };
+        let (widest, ()) = joined?;
+        self.outcome.widest_fetch_window = widest;
+        self.outcome.input_events = counts.input_events;
+        self.outcome.duplicates_removed = counts.duplicates_removed;
+        self.outcome.rows_written = counts.rows_written;
+        self.outcome.quarantined_lines = counts.quarantined_lines;
+        self.outcome.peak_buffered_bytes = counts.peak_buffered_bytes;
         Ok(())
     }
 
-    async fn read_object(&mut self, key: &str, body: &[u8]) -> Result<(), CompactError> {
-        let compact = self.compact;
-        let object = MinuteKey::parse(key).map(|k| k.object_start());
-        let mut bad_lines = Vec::new();
-        for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            if raw.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            self.outcome.input_events += 1;
-            let decoded = std::str::from_utf8(raw)
-                .map_err(|e| format!("not UTF-8: {e}"))
-                .and_then(decode_staging_line);
-            let line = match decoded {
-                Ok(line) => line,
-                Err(detail) => {
-                    QuarantineLine {
-                        reason: Reason::InvalidStagingLine,
-                        detail: detail.into(),
-                        origin: Origin::StagingLine {
-                            source_key: key.into(),
-                            line_number: index as u64 + 1,
-                        },
-                        data: raw.into(),
-                    }
-                    .push_to(&mut bad_lines);
-                    self.outcome.quarantined_lines += 1;
-                    continue;
-                }
-            };
-            if !self.redeliveries.first_sight(object, line.source()) {
-                self.outcome.duplicates_removed += 1;
-                continue;
-            }
-            let key = PartitionKey {
-                event_day: Date::of_micros(line.created_at),
-                language: layout::language_partition(&line.language()),
-            };
-            let partition = self.partitions.entry(key).or_insert_with_key(|key| {
-                PartitionWriter::new(
-                    key.clone(),
-                    &compact.catalogue,
-                    compact.schema.clone(),
-                    self.first_part,
-                )
-            });
-            partition.append(&compact.catalogue, &line, raw.len());
-            self.outcome.rows_written += 1;
-            self.buffered_bytes += raw.len();
-            self.outcome.peak_buffered_bytes =
-                self.outcome.peak_buffered_bytes.max(self.buffered_bytes);
-            if partition.rows() >= compact.settings.batch_rows
-                || partition.gathered_bytes() >= compact.settings.batch_bytes
-            {
-                let key = partition.key().clone();
-                self.encode(&key).await?;
-            }
-            if self.buffered_bytes >= compact.settings.memory_budget / 2 {
-                // Many partitions each below their own bound: encode the biggest.
-                let biggest = self
+    /// Encodes one batch of rows into its partition's file, or stores a staging object's
+    /// unreadable lines in quarantine.
+    async fn take(&mut self, work: Work) -> Result<(), CompactError> {
+        match work {
+            Work::Rows {
+                partition,
+                batch,
+                held,
+            } => {
+                let settings = file_settings(self.compact, &self.properties, self.day);
+                let first_part = self.first_part;
+                let writer = self
                     .partitions
-                    .iter()
-                    .filter(|(_, p)| p.rows() > 0)
-                    .max_by_key(|(_, p)| p.gathered_bytes())
-                    .map(|(key, _)| key.clone());
-                if let Some(key) = biggest {
-                    self.encode(&key).await?;
-                }
+                    .entry(partition)
+                    .or_insert_with_key(|key| PartitionWriter::new(key.clone(), first_part));
+                let closed = writer.encode(&batch, &settings).await?;
+                // Encoded: the decoder may gather the next batch's bytes in their place.
+                drop((batch, held));
+                self.written(closed);
+                self.stay_within_budget().await
+            }
+            Work::Quarantine { staging_key, lines } => {
+                let quarantine_key = self
+                    .compact
+                    .prefixes
+                    .compaction_quarantine_key(&staging_key);
+                tracing::warn!(
+                    staging_key,
+                    quarantine_key,
+                    "staging object has unreadable lines"
+                );
+                let put = self
+                    .compact
+                    .objects
+                    .put(&quarantine_key, Bytes::from(lines));
+                Ok(put.await?)
             }
         }
-        if !bad_lines.is_empty() {
-            let quarantine_key = compact.prefixes.compaction_quarantine_key(key);
-            tracing::warn!(
-                staging_key = key,
-                quarantine_key,
-                "staging object has unreadable lines"
-            );
-            compact
-                .objects
-                .put(&quarantine_key, Bytes::from(bad_lines))
-                .await?;
-        }
-        Ok(())
     }
 
     fn written(&mut self, files: impl IntoIterator<Item = WrittenFile>) {
@@ -206,16 +223,6 @@ impl<'c> Run<'c> {
             self.outcome.parquet_bytes += file.bytes;
             self.outcome.files.push(file.key);
         }
-    }
-
-    /// Encodes a partition's gathered rows into its file, then keeps files and memory in bounds.
-    async fn encode(&mut self, key: &PartitionKey) -> Result<(), CompactError> {
-        let settings = file_settings(self.compact, &self.properties, self.day);
-        let partition = self.partitions.get_mut(key).expect("partition exists");
-        self.buffered_bytes -= partition.gathered_bytes();
-        let closed = partition.encode(&settings).await?;
-        self.written(closed);
-        self.stay_within_budget().await
     }
 
     /// Flushes the biggest unfinished row groups until the writers fit the memory budget.
@@ -245,24 +252,32 @@ impl<'c> Run<'c> {
         }
     }
 
-    /// Writes what is still gathered and completes every file.
+    /// Completes every file (every row was encoded by now).
     async fn finish(&mut self) -> Result<(), CompactError> {
         // In key order, so what a crash part-way leaves does not depend on hashing.
         let mut keys: Vec<PartitionKey> = self.partitions.keys().cloned().collect();
         keys.sort();
         for key in keys {
-            let settings = file_settings(self.compact, &self.properties, self.day);
             let partition = self.partitions.get_mut(&key).expect("listed");
-            let files = partition.finish(&settings).await?;
-            self.written(files);
+            let file = partition.close().await?;
+            self.written(file);
         }
         Ok(())
     }
 
-    /// After a failure: drop unfinished uploads so they leave no parts behind.
+    /// After a failure: drop unfinished uploads so they leave no parts behind, and delete the files
+    /// this run completed (a partition past its file size), so readers do not see half a run next
+    /// to the files it was to replace. Both are in the bank no current file is in, so nothing the
+    /// lake holds is touched; what a failed delete leaves, the next run's replacement removes.
     async fn abort(&mut self) {
         for partition in self.partitions.values_mut() {
             partition.abort().await;
+        }
+        if self.outcome.files.is_empty() {
+            return;
+        }
+        if let Err(error) = self.compact.objects.delete(&self.outcome.files).await {
+            tracing::warn!(%error, files = self.outcome.files.len(), "could not delete the failed run's files");
         }
     }
 }

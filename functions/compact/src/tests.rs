@@ -424,4 +424,5 @@ async fn interleaved_batches_of_one_shard_keep_every_event_once() {
     assert_eq!(sorted_ids(&store, &report.files), expected);
 }
 
+mod failures;
 mod reruns;
