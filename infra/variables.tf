@@ -61,8 +61,13 @@ variable "ingest_timeout_seconds" {
 }
 
 variable "compact_memory_mb" {
-  type    = number
-  default = 2048
+  description = "Memory of compact, which sets its CPU: one vCPU's worth at 1,769 MB, two at 3,538 MB. Compaction decodes and encodes on two threads at once (bench/NOTES.md), so 3,008 MB gives it 1.7 vCPUs; 3,538 or more gives both threads a full vCPU where the account's memory quota allows (new accounts have a reduced one)."
+  type        = number
+  default     = 3008
+  validation {
+    condition     = var.compact_memory_mb >= 128 && var.compact_memory_mb <= 10240
+    error_message = "Lambda takes 128 to 10,240 MB."
+  }
 }
 
 variable "enable_glue" {

@@ -116,6 +116,15 @@ class Functions(unittest.TestCase):
         staging_days = [r["expiration"][0]["days"] for r in rules if r["id"] == "expire-staging"]
         self.assertEqual([int(compact["STAGING_RETENTION_DAYS"])], staging_days)
 
+    def test_compact_has_cpu_for_its_two_threads_within_a_new_account_s_memory_quota(self):
+        # Lambda gives one vCPU's worth of CPU per 1,769 MB; compaction runs a decoding and an
+        # encoding thread at once, so 2,048 MB (1.16 vCPUs) left one of them mostly waiting. New
+        # accounts have a reduced memory quota: 3,008 MB, Lambda's maximum before 2020, is the
+        # default, and 3,538 MB (two full vCPUs) is for accounts whose quota allows it.
+        memory = resource("aws_lambda_function.compact")["memory_size"]
+        self.assertEqual(memory, 3008)
+        self.assertGreater(memory / 1769, 1.5)
+
     def test_compact_reserves_no_concurrency_by_default(self):
         # Reserving concurrency fails on accounts at the default quota; compaction's lease keeps two
         # runs apart instead.
