@@ -128,8 +128,10 @@ async fn a_crash_mid_compaction_keeps_the_old_files_whole_and_a_rerun_leaves_eac
     let error = crashing.run(day()).await.unwrap_err();
     assert!(error.to_string().contains("language=lang_fr"), "{error}");
 
-    // After the crash: every old file and the manifest are byte for byte what they were; the two
-    // new files that completed sit beside them under names no old file has; nothing else.
+    // After the failure: every old file and the manifest are byte for byte what they were. The two
+    // new files that completed before it (lang_de, lang_en) were deleted by the failed run, so
+    // readers never see them beside the old files they were to replace (each event twice); a
+    // process that dies without that clean-up leaves them, and the re-run below replaces them.
     let after = snapshot(&lake, "processed/").await;
     for (key, body) in &before {
         assert_eq!(
@@ -139,13 +141,7 @@ async fn a_crash_mid_compaction_keeps_the_old_files_whole_and_a_rerun_leaves_eac
         );
     }
     let new: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
-    assert_eq!(
-        new,
-        [
-            &format!("{dir}/language=lang_de/part-20240411-50000.parquet"),
-            &format!("{dir}/language=lang_en/part-20240411-50000.parquet"),
-        ]
-    );
+    assert_eq!(new, Vec::<&String>::new());
 
     // Re-run: the result is the same as if nothing had happened.
     let report = compact.run(day()).await.unwrap();
