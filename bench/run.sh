@@ -59,9 +59,13 @@ if [ "${BENCH_REUSE:-0}" != 1 ] || [ ! -s "$work/gen-many.json" ]; then
 fi
 
 rm -rf "$work/day1/processed" "$work/day10/processed" "$work/day-many/processed" "$work/duckdb-out" "$work/duckdb-out-t1" "$work/pyarrow-out"
-# Our compaction runs on one thread; DuckDB on one and on two, side by side on the same files.
+# Side by side on the same files: ours held to one core (`taskset`: one runtime worker, and the
+# decoding thread shares its core) against DuckDB `threads=1` on that core; then ours on both cores
+# against DuckDB `threads=2`.
+measure compact-1x-one-core taskset -c 0 "$bin/bench" compact-local --root "$work/day1"
+rm -rf "$work/day1/processed"
+measure duckdb-1x-t1 taskset -c 0 "$py" bench/duckdb_compact.py "$work/day1" "$work/duckdb-out-t1" 1
 measure compact-1x "$bin/bench" compact-local --root "$work/day1"
-measure duckdb-1x-t1 "$py" bench/duckdb_compact.py "$work/day1" "$work/duckdb-out-t1" 1
 measure duckdb-1x "$py" bench/duckdb_compact.py "$work/day1" "$work/duckdb-out" 2
 measure pyarrow-1x "$py" bench/pyarrow_compact.py "$work/day1" "$work/pyarrow-out"
 measure compact-10x "$bin/bench" compact-local --root "$work/day10"
@@ -87,7 +91,7 @@ for name in ("ingest", "compact"):
     sizes[name] = {"binary_bytes": os.path.getsize(path), "zip_bytes": os.path.getsize(archive)}
 ingest, python = load("ingest"), load("python")
 c1, c10, duck, arrow = load("compact-1x"), load("compact-10x"), load("duckdb-1x"), load("pyarrow-1x")
-duck1 = load("duckdb-1x-t1")
+duck1, c1_one_core = load("duckdb-1x-t1"), load("compact-1x-one-core")
 many0, many_latency = load("compact-many-0ms"), load("compact-many-latency")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 arm64_zips = {}
@@ -108,9 +112,9 @@ results = {
                    "peak_rss_vs_duckdb": c1["peak_rss_kib"] / duck["peak_rss_kib"],
                    "throughput_vs_pyarrow": arrow["wall_seconds"] / c1["wall_seconds"],
                    "peak_rss_10x_over_1x": c10["peak_rss_kib"] / c1["peak_rss_kib"],
-                   "duckdb_1x_one_thread": duck1,
-                   "throughput_vs_duckdb_one_thread": duck1["wall_seconds"] / c1["wall_seconds"],
-                   "peak_rss_vs_duckdb_one_thread": c1["peak_rss_kib"] / duck1["peak_rss_kib"]},
+                   "ours_1x_one_core": c1_one_core, "duckdb_1x_one_thread": duck1,
+                   "throughput_vs_duckdb_one_thread": duck1["wall_seconds"] / c1_one_core["wall_seconds"],
+                   "peak_rss_vs_duckdb_one_thread": c1_one_core["peak_rss_kib"] / duck1["peak_rss_kib"]},
     "many_objects": {"staging": load("gen-many"), "zero_latency": many0, "with_latency": many_latency,
                      "latency_over_zero": many_latency["wall_seconds"] / many0["wall_seconds"]},
     "cold_start": {"ingest": load("cold-ingest"), "compact": load("cold-compact")},

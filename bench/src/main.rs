@@ -235,8 +235,9 @@ fn gen_staging(
 
 fn compact_local(root: PathBuf, day: &str, latency: Duration) -> anyhow::Result<()> {
     let day = Date::parse(day).context("--day is YYYY-MM-DD")?;
-    // Compaction decodes and encodes on one thread (the fetches are tasks on the same one).
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // As the Lambda binary runs it (`#[tokio::main]`): one worker per core the process may use
+    // (`taskset` limits them), decoding on a blocking thread of its own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let store = LatencyStore::new(FsObjectStore::new(&root), latency);
