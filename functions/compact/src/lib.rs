@@ -140,7 +140,7 @@ impl Default for Settings {
             row_group_rows: 1 << 20,
             row_group_bytes: 128 << 20,
             file_bytes: 1 << 30,
-            memory_budget: 64 << 20,
+            memory_budget: 32 << 20,
             batch_bytes: 8 << 20,
             part_size: pipeline::ports::MIN_PART_SIZE,
             page_bytes: 256 << 10,
