@@ -1,5 +1,5 @@
 //! A borrowed, validating JSON reader for the hot paths (the Lambda payload, each record): one walk
-//! over the text, strings found with `memchr`, nothing allocated.
+//! over the text, strings scanned a word at a time (`special_byte`), nothing allocated.
 //!
 //! It reads a strict subset of JSON and says `None` to anything else: keys with escapes, `\u`
 //! escapes of surrogates, nesting deeper than [`MAX_DEPTH`], and every error. A caller that gets

@@ -1,8 +1,8 @@
 //! The decoding half of a run, on a thread of its own: staging objects come in, in list order;
 //! each line is checked against the redelivery filter and gathered into its partition's rows; full
 //! record batches go out to the writing half ([`crate::run`]), which encodes and uploads them while
-//! the next lines are decoded. Decoding and encoding each take about half of a run's CPU, so with
-//! two cores the run takes about as long as the slower half.
+//! the next lines are decoded. With two cores a run takes about as long as the slower half, which
+//! is decoding (`bench/NOTES.md`).
 //!
 //! The order of everything sent is the order one thread would have done it in, so the files a run
 //! writes do not depend on how the two halves interleave.

@@ -26,6 +26,15 @@ const OBJECTS_QUEUED: usize = 4;
 /// with room for one batch only, the decoder spent much of a two-core run waiting for the encoder.
 pub const BATCHES_IN_FLIGHT: usize = 3;
 
+/// What a task returned; its panic, if it panicked, goes on in this one.
+fn finished<T>(joined: Result<T, tokio::task::JoinError>, what: &str) -> T {
+    match joined {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("the {what} was cancelled: {error}"),
+    }
+}
+
 fn file_settings<'a>(
     compact: &'a Compact,
     properties: &'a WriterProperties,
@@ -144,13 +153,7 @@ impl<'c> Run<'c> {
             }
             Ok::<_, CompactError>(fetches.widest())
         }));
-        let feed = async {
-            match (&mut fetching.0).await {
-                Ok(fed) => fed,
-                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-                Err(error) => panic!("the fetching task was cancelled: {error}"),
-            }
-        };
+        let feed = async { finished((&mut fetching.0).await, "fetching task") };
         let write = async {
             // Owned by this future: when it is dropped (the other half failed), so is the
             // channel, and the decoder stops.
@@ -163,11 +166,7 @@ impl<'c> Run<'c> {
         // Either half failing drops the other, and with it the channels: the decoder stops too.
         let joined = tokio::try_join!(feed, write);
         drop(fetching);
-        let counts = match decoding.await {
-            Ok(counts) => counts,
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            Err(error) => panic!("the decoding thread was cancelled: {error}"),
-        };
+        let counts = finished(decoding.await, "decoding thread");
         let (widest, ()) = joined?;
         self.outcome.widest_fetch_window = widest;
         self.outcome.input_events = counts.input_events;
