@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pipeline::ports::{
-    ByteStream, ConditionalStore, MultipartUpload, ObjectInfo, ObjectStore, Precondition,
+    ByteStream, ConditionalStore, Folder, MultipartUpload, ObjectInfo, ObjectStore, Precondition,
     StoreError,
 };
 
@@ -121,6 +121,36 @@ impl ObjectStore for FsObjectStore {
             .collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
+    }
+
+    async fn list_folder(&self, prefix: &str) -> Result<Folder, StoreError> {
+        if !prefix.ends_with('/') {
+            return Ok(Folder::of(prefix, self.list(prefix).await?));
+        }
+        // A folder is a directory here: one read of it, as S3 answers with a delimiter.
+        let mut folder = Folder::default();
+        let entries = match std::fs::read_dir(self.root.join(prefix)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(folder),
+            Err(e) => return Err(io("list", prefix, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io("list", prefix, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let kind = entry.file_type().map_err(|e| io("list", prefix, e))?;
+            if kind.is_dir() {
+                folder.folders.push(format!("{prefix}{name}/"));
+            } else {
+                let size = entry.metadata().map_err(|e| io("list", prefix, e))?.len();
+                let key = format!("{prefix}{name}");
+                folder.objects.push(ObjectInfo { key, size });
+            }
+        }
+        folder.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        folder.folders.sort();
+        Ok(folder)
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {

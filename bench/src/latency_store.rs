@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pipeline::ports::{
-    ByteStream, ConditionalStore, MultipartUpload, ObjectInfo, ObjectStore, Precondition,
+    ByteStream, ConditionalStore, Folder, MultipartUpload, ObjectInfo, ObjectStore, Precondition,
     StoreError,
 };
 
@@ -47,6 +47,16 @@ impl<S: ObjectStore + 'static> ObjectStore for LatencyStore<S> {
             self.wait().await;
         }
         Ok(objects)
+    }
+
+    async fn list_folder(&self, prefix: &str) -> Result<Folder, StoreError> {
+        let folder = self.inner.list_folder(prefix).await?;
+        // Common prefixes count towards a page's 1,000 keys.
+        let keys = folder.objects.len() + folder.folders.len();
+        for _ in 0..keys.div_ceil(LIST_PAGE_KEYS).max(1) {
+            self.wait().await;
+        }
+        Ok(folder)
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {

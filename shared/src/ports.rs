@@ -87,11 +87,82 @@ pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
     /// Every object under `prefix`, in key order (all pages).
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    /// One level of `prefix`, as S3's ListObjectsV2 with delimiter `/` answers: the objects
+    /// directly under it and the folders below it. Derived from [`ObjectStore::list`] unless the
+    /// store can answer it itself.
+    async fn list_folder(&self, prefix: &str) -> Result<Folder, StoreError> {
+        Ok(Folder::of(prefix, self.list(prefix).await?))
+    }
     /// The object's bytes as a stream of chunks.
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError>;
     async fn delete(&self, keys: &[String]) -> Result<(), StoreError>;
     /// Starts a multipart upload: the object appears only when the upload completes.
     async fn start_upload(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError>;
+}
+
+/// One level of a listing: what [`ObjectStore::list_folder`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folder {
+    /// Objects whose key has no `/` past the prefix, in key order.
+    pub objects: Vec<ObjectInfo>,
+    /// The prefix plus each distinct name up to and including the next `/` (S3's common
+    /// prefixes), in key order.
+    pub folders: Vec<String>,
+}
+
+impl Folder {
+    /// The level of `prefix` that a whole listing of it (in key order) holds.
+    pub fn of(prefix: &str, listed: Vec<ObjectInfo>) -> Folder {
+        let mut folder = Folder::default();
+        for object in listed {
+            let Some(rest) = object.key.strip_prefix(prefix) else {
+                continue;
+            };
+            match rest.find('/') {
+                None => folder.objects.push(object),
+                Some(slash) => {
+                    let name = &object.key[..prefix.len() + slash + 1];
+                    if folder.folders.last().map(String::as_str) != Some(name) {
+                        folder.folders.push(name.to_string());
+                    }
+                }
+            }
+        }
+        folder
+    }
+}
+
+/// Folders listed at once, at most: a day's hours, a year's months.
+const FOLDERS_LISTED_AT_ONCE: usize = 32;
+
+/// Every object under `prefix`, as [`ObjectStore::list`] finds them (in key order), listed folder
+/// by folder `depth` levels down with the folders of each level at once. S3 pages a listing
+/// 1,000 keys at a time, each page asked for after the last one came back: a day of 70,000
+/// staging objects listed whole is 70 round trips in a row, listed by hour a handful.
+pub async fn list_by_folder(
+    objects: &dyn ObjectStore,
+    prefix: &str,
+    depth: usize,
+) -> Result<Vec<ObjectInfo>, StoreError> {
+    use futures::future::try_join_all;
+    let mut found = Vec::new();
+    let mut level = vec![prefix.to_string()];
+    for _ in 0..depth {
+        let mut below = Vec::new();
+        for some in level.chunks(FOLDERS_LISTED_AT_ONCE) {
+            for folder in try_join_all(some.iter().map(|f| objects.list_folder(f))).await? {
+                found.extend(folder.objects);
+                below.extend(folder.folders);
+            }
+        }
+        level = below;
+    }
+    for some in level.chunks(FOLDERS_LISTED_AT_ONCE) {
+        let wholes = try_join_all(some.iter().map(|f| objects.list(f))).await?;
+        found.extend(wholes.into_iter().flatten());
+    }
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(found)
 }
 
 /// What a conditional write requires of the key's current object (S3's `If-None-Match: *` and
@@ -262,5 +333,53 @@ mod tests {
             .unwrap();
         assert_eq!(memory.total(COLD_START), 1.0);
         assert_eq!(memory.total(EVENTS_WRITTEN), 2.0);
+    }
+
+    /// Keys of every shape a prefix can hold: directly under it, folders several deep, an empty
+    /// name between two slashes, the prefix's own folder marker, and a neighbour it must not see.
+    const ODD_KEYS: [&str; 9] = [
+        "day/",
+        "day/a.ndjson",
+        "day//z",
+        "day/hour=00/minute=01/x.ndjson",
+        "day/hour=00/minute=01/y.ndjson",
+        "day/hour=00/stray.ndjson",
+        "day/hour=01/",
+        "day/hour=23/minute=59/deep/er/k",
+        "dayz/not-under-the-prefix",
+    ];
+
+    #[test]
+    fn a_folder_holds_the_objects_directly_under_it_and_the_next_level_of_folders() {
+        let listed = ODD_KEYS
+            .iter()
+            .filter(|key| key.starts_with("day/"))
+            .map(|key| ObjectInfo {
+                key: key.to_string(),
+                size: 1,
+            })
+            .collect();
+        let folder = Folder::of("day/", listed);
+        let objects: Vec<&str> = folder.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(objects, ["day/", "day/a.ndjson"]);
+        assert_eq!(
+            folder.folders,
+            ["day//", "day/hour=00/", "day/hour=01/", "day/hour=23/"]
+        );
+    }
+
+    #[tokio::test]
+    async fn listing_by_folder_finds_what_one_listing_finds_at_every_depth() {
+        let store = crate::memory::MemoryObjectStore::default();
+        for key in ODD_KEYS {
+            store.put(key, Bytes::from_static(b"x")).await.unwrap();
+        }
+        for prefix in ["day/", "day", "day/hour=00/", "nothing/"] {
+            let whole = store.list(prefix).await.unwrap();
+            for depth in 0..5 {
+                let by_folder = list_by_folder(&store, prefix, depth).await.unwrap();
+                assert_eq!(by_folder, whole, "{prefix} at depth {depth}");
+            }
+        }
     }
 }

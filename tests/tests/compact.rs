@@ -260,3 +260,37 @@ async fn a_request_that_names_no_day_fails_with_a_clear_error() {
     // Every log line of the invocations names its request id.
     assert_each_log_line_names_its_invocation(&compact.stderr_text(), compact.request_ids());
 }
+
+/// Compaction lists a day by hour and the lake by month (`pipeline::ports::list_by_folder`),
+/// through S3's delimiter listing: what it finds must be what one listing of the prefix finds,
+/// for keys of every shape and past a page of 1,000 folders.
+#[tokio::test]
+async fn the_s3_adapter_lists_by_folder_what_one_listing_finds() {
+    use pipeline::ports::{list_by_folder, ObjectStore};
+    let lake = Lake::new("compact-list-by-folder").await;
+    let mut keys: Vec<String> = [
+        "day/",
+        "day/a.ndjson",
+        "day//z",
+        "day/hour=00/minute=01/x.ndjson",
+        "day/hour=00/stray.ndjson",
+        "day/hour=23/minute=59/deep/er/k",
+        "day/name with spaces & =%/k",
+        "dayz/not-under-the-prefix",
+    ]
+    .map(String::from)
+    .to_vec();
+    keys.extend((0..1001).map(|i| format!("day/folder-{i:04}/k")));
+    for some in keys.chunks(50) {
+        futures::future::join_all(some.iter().map(|key| lake.put(key, b"x".to_vec()))).await;
+    }
+    let store = lake.s3_store().await;
+    let folder = store.list_folder("day/").await.unwrap();
+    assert_eq!(folder.folders.len(), 1001 + 4, "{:?}", &folder.folders[..5]);
+    let whole = store.list("day/").await.unwrap();
+    assert_eq!(whole.len(), keys.len() - 1);
+    for depth in 0..4 {
+        let by_folder = list_by_folder(&store, "day/", depth).await.unwrap();
+        assert_eq!(by_folder, whole, "at depth {depth}");
+    }
+}

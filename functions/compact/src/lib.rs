@@ -43,8 +43,8 @@ use pipeline::lake;
 use pipeline::layout::{self, MinuteKey, Prefixes};
 use pipeline::metric_names::compact as names;
 use pipeline::ports::{
-    publish_metrics, read_all, ConditionalStore, Metric, MetricsSink, ObjectInfo, ObjectStore,
-    StoreError,
+    list_by_folder, publish_metrics, read_all, ConditionalStore, Metric, MetricsSink, ObjectInfo,
+    ObjectStore, StoreError,
 };
 use pipeline::position::SequenceNumber;
 use pipeline::time::{self, Date};
@@ -341,7 +341,9 @@ impl Compact {
     async fn list_lake(&self) -> Result<LakeListing, CompactError> {
         let processed_prefix = format!("{}/", self.prefixes.processed);
         let mut lake = LakeListing::default();
-        for object in self.objects.list(&processed_prefix).await? {
+        // By month (year= and month= folders): a year of the lake is thousands of keys.
+        let listed = list_by_folder(self.objects.as_ref(), &processed_prefix, 2).await?;
+        for object in listed {
             if object.key.ends_with(".parquet") {
                 lake.parts.push(object.key);
             } else {
@@ -500,9 +502,9 @@ impl Compact {
 
     /// The day's staging objects, shard by shard, each shard's in first-sequence order.
     async fn staging_objects(&self, day: Date) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut objects: Vec<ObjectInfo> = self
-            .objects
-            .list(&self.prefixes.staging_day_prefix(day))
+        // By hour: a day is ~70 pages of 1,000 keys, each asked for after the last.
+        let day_prefix = self.prefixes.staging_day_prefix(day);
+        let mut objects: Vec<ObjectInfo> = list_by_folder(self.objects.as_ref(), &day_prefix, 1)
             .await?
             .into_iter()
             .filter(|o| o.key.ends_with(".ndjson"))

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{context, store_error};
 use crate::config::CommonConfig;
 use crate::ports::{
-    ByteStream, ConditionalStore, FailureKind, MultipartUpload, ObjectInfo, ObjectStore,
+    ByteStream, ConditionalStore, FailureKind, Folder, MultipartUpload, ObjectInfo, ObjectStore,
     Precondition, StoreError,
 };
 
@@ -97,6 +97,41 @@ impl ObjectStore for S3ObjectStore {
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
+    }
+
+    async fn list_folder(&self, prefix: &str) -> Result<Folder, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut folder = Folder::default();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                store_error(
+                    format!("ListObjectsV2 s3://{}/{prefix} (delimiter /)", self.bucket),
+                    e,
+                )
+            })?;
+            folder
+                .objects
+                .extend(page.contents().iter().filter_map(|o| {
+                    Some(ObjectInfo {
+                        key: o.key()?.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                    })
+                }));
+            let names = page.common_prefixes().iter();
+            folder
+                .folders
+                .extend(names.filter_map(|p| Some(p.prefix()?.to_string())));
+        }
+        folder.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        folder.folders.sort();
+        Ok(folder)
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
