@@ -251,17 +251,20 @@ impl<'c> Run<'c> {
         }
     }
 
-    /// Completes every file (every row was encoded by now).
+    /// Completes every file (every row was encoded by now), all at once: each completion waits on
+    /// the store (the last part, then CompleteMultipartUpload), and a day has a file per partition.
     async fn finish(&mut self) -> Result<(), CompactError> {
-        // In key order, so what a crash part-way leaves does not depend on hashing.
-        let mut keys: Vec<PartitionKey> = self.partitions.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let partition = self.partitions.get_mut(&key).expect("listed");
-            let file = partition.close().await?;
-            self.written(file);
+        let closing = self.partitions.values_mut().map(PartitionWriter::close);
+        let closed = futures::future::join_all(closing).await;
+        // Every completed file is counted before a failure is returned: the abort deletes them.
+        let mut failure = None;
+        for file in closed {
+            match file {
+                Ok(file) => self.written(file),
+                Err(error) => failure = failure.or(Some(error)),
+            }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// After a failure: drop unfinished uploads so they leave no parts behind, and delete the files
