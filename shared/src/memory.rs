@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ports::{
-    ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, Metric, MetricsSink,
-    MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError,
+    ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, FailureKind, Metric,
+    MetricsSink, MultipartUpload, ObjectInfo, ObjectStore, Precondition, StoreError,
 };
 
 /// Claims with the contract's condition:
@@ -87,9 +87,11 @@ impl ObjectStore for MemoryObjectStore {
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
-        let body = self
-            .object(key)
-            .ok_or_else(|| StoreError::new(format!("GetObject {key}"), "NoSuchKey"))?;
+        let body = self.object(key).ok_or_else(|| {
+            // As S3's 404: asking again does not help.
+            StoreError::new(format!("GetObject {key}"), "NoSuchKey")
+                .with_kind(FailureKind::Permanent)
+        })?;
         // Hand the body out in small chunks so readers meet lines split across chunks.
         let chunks: Vec<Result<Bytes, StoreError>> = (0..body.len())
             .step_by(64 * 1024)

@@ -146,7 +146,9 @@ impl Default for Settings {
             page_bytes: 256 << 10,
             fetch: FetchWindow {
                 initial_fetches: 8,
-                max_fetches: 256,
+                // Half of a Lambda process's 1,024 file descriptors: at 30 ms a GET, 256 left a
+                // day of 66,667 small objects 7.8 s of fetching however fast it decoded.
+                max_fetches: 512,
                 max_bytes: 32 << 20,
             },
             lease_micros: lease::LEASE_MICROS,

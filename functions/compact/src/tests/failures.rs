@@ -25,7 +25,8 @@ impl ObjectStore for GoneAfterListing {
     }
     async fn get(&self, key: &str) -> Result<ByteStream, StoreError> {
         if key == self.gone {
-            return Err(StoreError::new(format!("GetObject {key}"), "NoSuchKey"));
+            let gone = StoreError::new(format!("GetObject {key}"), "NoSuchKey");
+            return Err(gone.with_kind(pipeline::ports::FailureKind::Permanent));
         }
         self.inner.get(key).await
     }
