@@ -23,6 +23,27 @@ use crate::latency_store::LatencyStore;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// `compact-local` runs with the allocator options the compact binary sets before anything
+// allocates (`compact::allocator`); `ingest-cpu` with mimalloc's defaults, as the ingest binary
+// does. glibc calls `.init_array` functions with `argc` and `argv`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[used]
+#[link_section = ".init_array"]
+static ALLOCATOR_OPTIONS: extern "C" fn(std::ffi::c_int, *const *const std::ffi::c_char) =
+    options_of_the_binary_measured;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" fn options_of_the_binary_measured(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+) {
+    // SAFETY: glibc passes the process's own argc and argv, valid for the whole process.
+    let command = (argc > 1).then(|| unsafe { std::ffi::CStr::from_ptr(*argv.add(1)) });
+    if command.is_some_and(|c| c.to_bytes() == b"compact-local") {
+        compact::allocator::before_main();
+    }
+}
+
 #[derive(Parser)]
 struct Args {
     #[command(subcommand)]

@@ -294,3 +294,31 @@ async fn the_s3_adapter_lists_by_folder_what_one_listing_finds() {
         assert_eq!(by_folder, whole, "at depth {depth}");
     }
 }
+
+/// The compact binary sets mimalloc's options before its first allocation (`.init_array`), so that
+/// its first arena commits lazily and freed pages go back at once; mimalloc prints the options it
+/// started with when `MIMALLOC_VERBOSE` is set. The ingest binary keeps the defaults.
+#[test]
+fn the_compact_binary_starts_its_allocator_returning_freed_memory_at_once() {
+    let options = |name: &str| {
+        let output = std::process::Command::new(binary(name))
+            .env_clear()
+            .env("MIMALLOC_VERBOSE", "1")
+            .output()
+            .unwrap();
+        // Without its configuration the binary stops at once, after the allocator started.
+        assert!(!output.status.success(), "{name} ran without configuration");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let value = |option: &str| {
+            let line = format!("option '{option}': ");
+            let at = stderr
+                .find(&line)
+                .unwrap_or_else(|| panic!("{name}: {stderr}"));
+            let rest = &stderr[at + line.len()..];
+            rest[..rest.find(char::is_whitespace).unwrap()].to_string()
+        };
+        (value("arena_eager_commit"), value("purge_delay"))
+    };
+    assert_eq!(options("compact"), ("0".to_string(), "0".to_string()));
+    assert_eq!(options("ingest"), ("2".to_string(), "1000".to_string()));
+}

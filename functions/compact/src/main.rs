@@ -7,6 +7,13 @@ use pipeline::config::CompactConfig;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// Before anything allocates: mimalloc decides how its first arena commits when it reserves it
+// (`compact::allocator`).
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static ALLOCATOR_OPTIONS: extern "C" fn() = compact::allocator::before_main;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pipeline::logging::init();
