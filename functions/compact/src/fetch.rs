@@ -310,7 +310,7 @@ mod tests {
             let (got, body) = fetches.next().await.unwrap().unwrap();
             assert_eq!(got.key, info.key);
             assert_eq!(body, info.key.as_bytes());
-            assert!(fetches.in_flight.len() <= fetches.ceiling.get().max(16));
+            assert!(fetches.in_flight.len() <= SIXTEEN_AT_ONCE.max_fetches);
         }
         assert!(fetches.next().await.is_none());
         for info in &staging {
