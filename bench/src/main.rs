@@ -28,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // does. glibc calls `.init_array` functions with `argc` and `argv`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[used]
-#[link_section = ".init_array"]
+#[link_section = ".init_array.00100"]
 static ALLOCATOR_OPTIONS: extern "C" fn(std::ffi::c_int, *const *const std::ffi::c_char) =
     options_of_the_binary_measured;
 

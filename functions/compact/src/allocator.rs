@@ -11,7 +11,7 @@ const ARENA_EAGER_COMMIT: mi_option_t = 4;
 const PURGE_DELAY: mi_option_t = 15;
 
 /// [`return_freed_memory_at_once`] as a constructor the binaries list in `.init_array`, so that it
-/// runs before the first allocation: mimalloc reserves its first arena then, and whether the
+/// runs before mimalloc's own: mimalloc reserves its first arena as it starts, and whether the
 /// arena commits eagerly is decided at that moment.
 pub extern "C" fn before_main() {
     return_freed_memory_at_once();
