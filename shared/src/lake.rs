@@ -7,15 +7,16 @@
 
 use std::sync::Arc;
 
-use crate::catalogue::{Catalogue, EventSpec, FieldType};
-use crate::json_scan;
-use crate::staging_line::DecodedLine;
-use crate::validate::{for_each_entry, json_kind};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::catalogue::{Catalogue, EventSpec, FieldType};
+use crate::json_scan;
+use crate::staging_line::DecodedLine;
+use crate::validate::{for_each_entry, json_kind};
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))

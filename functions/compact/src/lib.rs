@@ -479,7 +479,7 @@ impl Compact {
             time::format_rfc3339_micros(time::now_micros()),
             &staging,
             files.clone(),
-            run.rows_written,
+            run.counts.rows_written,
         );
         self.objects
             .put(
@@ -490,16 +490,16 @@ impl Compact {
         Ok(Report {
             day: day.to_string(),
             input_objects: staging.len() as u64,
-            input_events: run.input_events,
-            duplicates_removed: run.duplicates_removed,
-            rows_written: run.rows_written,
+            input_events: run.counts.input_events,
+            duplicates_removed: run.counts.duplicates_removed,
+            rows_written: run.counts.rows_written,
             files,
-            quarantined_lines: run.quarantined_lines,
+            quarantined_lines: run.counts.quarantined_lines,
             recompacted: Vec::new(),
             not_recompacted: Vec::new(),
             late_objects: 0,
             parquet_bytes: run.parquet_bytes,
-            peak_buffered_bytes: run.peak_buffered_bytes,
+            peak_buffered_bytes: run.counts.peak_buffered_bytes,
             widest_fetch_window: run.widest_fetch_window,
         })
     }

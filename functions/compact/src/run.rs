@@ -14,7 +14,7 @@ use pipeline::ports::ObjectInfo;
 use pipeline::time::Date;
 use tokio::sync::mpsc;
 
-use crate::decode::{Decoder, Fetched, Limits, Work};
+use crate::decode::{Counts, Decoder, Fetched, Limits, Work};
 use crate::fetch::{AbortOnDrop, Prefetcher};
 use crate::partition::{FileSettings, PartitionKey, PartitionWriter, WrittenFile};
 use crate::{Compact, CompactError};
@@ -55,13 +55,9 @@ fn file_settings<'a>(
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub files: Vec<String>,
-    pub input_events: u64,
-    pub duplicates_removed: u64,
-    pub rows_written: u64,
-    pub quarantined_lines: u64,
     pub parquet_bytes: u64,
-    /// The most bytes of unencoded rows held at once, for the memory bound's tests.
-    pub peak_buffered_bytes: usize,
+    /// What the decoding half counted.
+    pub counts: Counts,
     /// The most staging fetches the run had in flight at once.
     pub widest_fetch_window: usize,
 }
@@ -169,11 +165,7 @@ impl<'c> Run<'c> {
         let counts = finished(decoding.await, "decoding thread");
         let (widest, ()) = joined?;
         self.outcome.widest_fetch_window = widest;
-        self.outcome.input_events = counts.input_events;
-        self.outcome.duplicates_removed = counts.duplicates_removed;
-        self.outcome.rows_written = counts.rows_written;
-        self.outcome.quarantined_lines = counts.quarantined_lines;
-        self.outcome.peak_buffered_bytes = counts.peak_buffered_bytes;
+        self.outcome.counts = counts;
         Ok(())
     }
 
