@@ -122,10 +122,17 @@ fn reads_what_the_pipeline_sends() {
     assert_eq!(Scanner::new("\"a\\nb\"").plain_string(), None);
 }
 
-/// The word-at-a-time search finds exactly the first `"`, `\` or control byte, wherever it is and
-/// whatever surrounds it (bytes just above and below 0x20, UTF-8 high bytes, the bytes it tests).
+/// Both searches (SIMD where the target has it, and the portable word-at-a-time one) find exactly
+/// the first `"`, `\` or control byte, wherever it is and whatever surrounds it (bytes just above
+/// and below 0x20, UTF-8 high bytes, the bytes they test).
 #[test]
 fn finds_the_first_special_byte_as_a_byte_loop_does() {
+    for search in [special_byte, swar_special_byte] {
+        finds_the_first_special_byte(search);
+    }
+}
+
+fn finds_the_first_special_byte(special_byte: fn(&[u8]) -> Option<usize>) {
     let naive = |text: &[u8]| {
         text.iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
