@@ -73,6 +73,41 @@ enum Rounding {
 }
 
 fn epoch_seconds_to_micros(text: &str, rounding: Rounding) -> Result<i64, TimestampError> {
+    if let Some(micros) = plain_seconds_to_micros(text.as_bytes(), rounding) {
+        return Ok(micros);
+    }
+    exact_seconds_to_micros(text, rounding)
+}
+
+/// The usual shape, `1712844605.9512355` (at most 12 integer digits, no sign or exponent), in
+/// integer arithmetic without allocating; `None` sends anything else to the exact path, which
+/// gives the same answer for this shape (`plain_seconds_agree_with_the_exact_path`).
+fn plain_seconds_to_micros(bytes: &[u8], rounding: Rounding) -> Option<i64> {
+    let int_len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if int_len == 0 || int_len > 12 {
+        return None;
+    }
+    let digits = |run: &[u8]| {
+        run.iter()
+            .fold(0i64, |value, &d| value * 10 + i64::from(d - b'0'))
+    };
+    let mut micros = digits(&bytes[..int_len]) * MICROS_PER_SECOND;
+    if int_len < bytes.len() {
+        let fraction = &bytes[int_len + 1..];
+        if bytes[int_len] != b'.' || fraction.is_empty() || !fraction.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        let kept = &fraction[..fraction.len().min(6)];
+        micros += digits(kept) * 10i64.pow(6 - kept.len() as u32);
+        if rounding == Rounding::HalfUp && fraction.get(6).is_some_and(|&d| d >= b'5') {
+            micros += 1;
+        }
+    }
+    (micros <= LATEST_REPRESENTABLE).then_some(micros)
+}
+
+fn exact_seconds_to_micros(text: &str, rounding: Rounding) -> Result<i64, TimestampError> {
     let invalid = || TimestampError::Invalid(format!("`{}` is not a number", shorten(text)));
     let out_of_range = || TimestampError::OutOfRange(format!("{} epoch seconds", shorten(text)));
     let bytes = text.as_bytes();
@@ -435,5 +470,56 @@ mod tests {
                 format_rfc3339_micros(micros)
             );
         }
+    }
+
+    /// The fast path answers exactly as the exact path on every text it takes, and declines the
+    /// rest (signs, exponents, a bare dot, too many digits, a value past year 9999).
+    #[test]
+    fn plain_seconds_agree_with_the_exact_path() {
+        let texts = [
+            "0",
+            "1",
+            "1712844605",
+            "1712844605.9",
+            "1712844605.95",
+            "1712844605.951235",
+            "1712844605.9512355",
+            "1712844605.9512345",
+            "1795219110.75",
+            "1795219110.9999995",
+            "1795219110.99999949",
+            "0001712844605.5",
+            "253402300799.999999",
+            "253402300799.9999995",
+            "999999999999",
+            "999999999999.999",
+            "1712844605.",
+            "1712844605.x",
+            "1712844605e3",
+            "-1",
+            "-0",
+            "1.5e2",
+            "12.34.5",
+            "1712844605.0000005",
+            "1234567890123",
+            "",
+            ".5",
+            "1712844605.12345678901234567890",
+        ];
+        for text in texts {
+            for rounding in [Rounding::Truncate, Rounding::HalfUp] {
+                let exact = exact_seconds_to_micros(text, rounding).ok();
+                if let Some(fast) = plain_seconds_to_micros(text.as_bytes(), rounding) {
+                    assert_eq!(Some(fast), exact, "{text}");
+                }
+                assert_eq!(
+                    epoch_seconds_to_micros(text, rounding).ok(),
+                    exact,
+                    "{text}"
+                );
+            }
+        }
+        assert!(plain_seconds_to_micros(b"1712844605.9512355", Rounding::HalfUp).is_some());
+        assert!(plain_seconds_to_micros(b"1712844605", Rounding::Truncate).is_some());
     }
 }
