@@ -161,6 +161,24 @@ impl<'a> Scanner<'a> {
         Some((!escaped).then(|| &raw[1..raw.len() - 1]))
     }
 
+    /// The text of a string value up to its next `"`, *unchecked*: an escape or a control
+    /// character is left in it, so only a caller whose own check refuses `\\` and every byte below
+    /// 0x20 may take it (base64 data: `memchr` finds the end, and the decoder checks the bytes).
+    /// On `None`, or when that check fails, [`Scanner::rewind`] to the [`Scanner::position`]
+    /// taken before reads the value again the careful way.
+    pub fn unchecked_string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.pos;
+        let end = start + memchr::memchr(b'"', &self.bytes()[start..])?;
+        self.pos = end + 1;
+        Some(&self.text[start..end])
+    }
+
+    /// Back to `position`, taken by [`Scanner::position`] at the same depth.
+    pub fn rewind(&mut self, position: usize) {
+        self.pos = position;
+    }
+
     /// A string value (quotes included) and whether it holds escapes.
     fn string(&mut self) -> Option<(&'a str, bool)> {
         self.eat(b'"')?;

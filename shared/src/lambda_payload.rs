@@ -183,6 +183,8 @@ struct Scanned<'a> {
     event_id_seen: bool,
     sequence_number: Option<&'a str>,
     data: Option<&'a str>,
+    /// `data` decoded during the walk (see [`Scanner::unchecked_string`]).
+    decoded: Option<Vec<u8>>,
     arrival: Option<&'a str>,
     kinesis: bool,
     simple: bool,
@@ -226,6 +228,20 @@ fn scan_record<'a>(scanner: &mut Scanner<'a>) -> Option<Envelope<'a>> {
                 "sequenceNumber" => {
                     scan_plain(&mut found.sequence_number, &mut found.simple, scanner)
                 }
+                "data" if found.data.is_none() => {
+                    // Base64 holds neither `\\` nor control characters, so the decoder checks
+                    // what the careful walk would: data it refuses is read that way instead.
+                    let before = scanner.position();
+                    if let Some(text) = scanner.unchecked_string() {
+                        if let Ok(bytes) = base64_simd::STANDARD.decode_to_vec(text.as_bytes()) {
+                            found.data = Some(text);
+                            found.decoded = Some(bytes);
+                            return Some(());
+                        }
+                    }
+                    scanner.rewind(before);
+                    scan_plain(&mut found.data, &mut found.simple, scanner)
+                }
                 "data" => scan_plain(&mut found.data, &mut found.simple, scanner),
                 "approximateArrivalTimestamp" => {
                     found.simple &= found.arrival.is_none();
@@ -251,6 +267,10 @@ fn scan_record<'a>(scanner: &mut Scanner<'a>) -> Option<Envelope<'a>> {
         return Some(decode_record(raw));
     };
     let event_id = found.event_id.map(Cow::Borrowed);
+    let data = match found.decoded {
+        Some(bytes) => Data::Decoded(bytes),
+        None => Data::Base64(data),
+    };
     Some(
         match build_record(event_id, sequence_number.into(), data, arrival) {
             Ok(record) => Envelope::Record(record),
@@ -285,7 +305,7 @@ pub fn decode_record(raw: &str) -> Envelope<'_> {
             build_record(
                 fields.event_id,
                 fields.kinesis.sequence_number,
-                &fields.kinesis.data,
+                Data::Base64(&fields.kinesis.data),
                 fields.kinesis.approximate_arrival_timestamp.get(),
             )
         });
@@ -295,11 +315,17 @@ pub fn decode_record(raw: &str) -> Envelope<'_> {
     }
 }
 
+/// `kinesis.data` as read: its base64 text, or already decoded by the fast walk.
+enum Data<'a> {
+    Base64(&'a str),
+    Decoded(Vec<u8>),
+}
+
 /// The checks every record's fields pass, however they were read.
 fn build_record<'a>(
     event_id: Option<Cow<'a, str>>,
     sequence_number: Cow<'a, str>,
-    data: &str,
+    data: Data<'_>,
     arrival: &str,
 ) -> Result<KinesisRecord<'a>, String> {
     if !is_sequence_number(&sequence_number) {
@@ -321,9 +347,12 @@ fn build_record<'a>(
             shorten(arrival)
         )
     })?;
-    let data = base64_simd::STANDARD
-        .decode_to_vec(data.as_bytes())
-        .map_err(|e| format!("kinesis.data is not base64: {e}"))?;
+    let data = match data {
+        Data::Decoded(bytes) => bytes,
+        Data::Base64(text) => base64_simd::STANDARD
+            .decode_to_vec(text.as_bytes())
+            .map_err(|e| format!("kinesis.data is not base64: {e}"))?,
+    };
     let shard_id = match &event_id {
         Cow::Borrowed(id) => Cow::Borrowed(shard_of(id)),
         Cow::Owned(id) => Cow::Owned(shard_of(id).to_string()),
