@@ -172,7 +172,9 @@ pub fn validate<'a>(
     received_at: i64,
     catalogue: &'a Catalogue,
 ) -> Result<ValidEvent<'a>, Rejection> {
-    let text = std::str::from_utf8(data)
+    // The SIMD check first; the standard one only to word what is wrong.
+    let text = simdutf8::basic::from_utf8(data)
+        .or_else(|_| std::str::from_utf8(data))
         .map_err(|e| Rejection::new(Reason::NotUtf8, format!("record is not UTF-8: {e}")))?;
     let raw = EventFields::parse(text)?;
 
