@@ -119,7 +119,10 @@ impl<'a> KinesisBatch<'a> {
     /// walk declines (escapes in the fields read, duplicate keys, any error) is read by serde_json
     /// instead, which gives the answer, or the error, it always gave.
     pub fn parse(payload: &'a [u8]) -> Result<KinesisBatch<'a>, serde_json::Error> {
-        match simdutf8::basic::from_utf8(payload).ok().and_then(scan_batch) {
+        match simdutf8::basic::from_utf8(payload)
+            .ok()
+            .and_then(scan_batch)
+        {
             Some(batch) => Ok(batch),
             None => parse_with_serde(payload),
         }

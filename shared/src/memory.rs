@@ -1,11 +1,12 @@
 //! In-memory twins of the ports, for unit tests and benchmarks: same semantics, no network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use foldhash::HashMap;
 
 use crate::ports::{
     ByteStream, Claim, ClaimOutcome, ConditionalStore, DedupStore, FailureKind, Metric,
@@ -26,22 +27,50 @@ impl MemoryDedupStore {
     }
 }
 
+/// One claim against the table, under its lock; an id already held is updated in place.
+fn claim_in(claims: &mut HashMap<String, (String, i64)>, claim: &Claim) -> ClaimOutcome {
+    match claims.get_mut(claim.event_uuid) {
+        Some((owner, expires_at)) => {
+            if owner != claim.claimed_by && *expires_at >= claim.now {
+                return ClaimOutcome::OwnedByAnother;
+            }
+            owner.clear();
+            owner.push_str(claim.claimed_by);
+            *expires_at = claim.expires_at;
+        }
+        None => {
+            claims.insert(
+                claim.event_uuid.to_string(),
+                (claim.claimed_by.to_string(), claim.expires_at),
+            );
+        }
+    }
+    ClaimOutcome::Claimed
+}
+
 #[async_trait]
 impl DedupStore for MemoryDedupStore {
     async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError> {
-        let mut claims = self.claims.lock().unwrap();
-        let ours = match claims.get(claim.event_uuid) {
-            None => true,
-            Some((owner, expires_at)) => owner == claim.claimed_by || *expires_at < claim.now,
-        };
-        if !ours {
-            return Ok(ClaimOutcome::OwnedByAnother);
+        Ok(claim_in(&mut self.claims.lock().unwrap(), &claim))
+    }
+
+    async fn claim_all(
+        &self,
+        claims: &[Claim<'_>],
+        _concurrency: usize,
+        until: tokio::time::Instant,
+    ) -> Vec<Result<ClaimOutcome, StoreError>> {
+        if tokio::time::Instant::now() >= until {
+            return claims
+                .iter()
+                .map(|_| Err(StoreError::late("PutItem")))
+                .collect();
         }
-        claims.insert(
-            claim.event_uuid.to_string(),
-            (claim.claimed_by.to_string(), claim.expires_at),
-        );
-        Ok(ClaimOutcome::Claimed)
+        let mut table = self.claims.lock().unwrap();
+        claims
+            .iter()
+            .map(|claim| Ok(claim_in(&mut table, claim)))
+            .collect()
     }
 }
 
@@ -290,6 +319,53 @@ mod tests {
             ClaimOutcome::Claimed
         );
         assert_eq!(store.owner("u").as_deref(), Some("b"));
+    }
+
+    /// The twin's one-pass `claim_all` answers as the port's own (one claim at a time,
+    /// concurrently) does, in the claims' order; past the deadline, every claim fails transiently.
+    #[tokio::test]
+    async fn claims_all_at_once_answer_as_claims_one_by_one() {
+        struct OneByOne(MemoryDedupStore);
+        #[async_trait]
+        impl DedupStore for OneByOne {
+            async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+                self.0.claim(claim).await
+            }
+        }
+        let claim = |uuid: &'static str, by: &'static str, now: i64| Claim {
+            event_uuid: uuid,
+            claimed_by: by,
+            now,
+            expires_at: now + 10,
+        };
+        let rounds = [
+            vec![claim("u", "a", 0), claim("v", "b", 0), claim("w", "c", 0)],
+            vec![claim("u", "a", 1), claim("v", "x", 1), claim("x", "x", 1)],
+            vec![claim("v", "x", 20), claim("w", "c", 20), claim("u", "y", 5)],
+        ];
+        let (twin, one_by_one) = (MemoryDedupStore::default(), OneByOne(Default::default()));
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        for claims in &rounds {
+            let at_once = twin.claim_all(claims, 2, until).await;
+            let each = one_by_one.claim_all(claims, 2, until).await;
+            assert_eq!(at_once, each);
+        }
+        let owners: Vec<_> = rounds[2].iter().map(|c| twin.owner(c.event_uuid)).collect();
+        // v's first claim expired at 10; u's is a's until 11.
+        assert_eq!(
+            owners,
+            [Some("x".into()), Some("c".into()), Some("a".into())]
+        );
+        let past = tokio::time::Instant::now() - std::time::Duration::from_millis(1);
+        for answers in [
+            twin.claim_all(&rounds[0], 2, past).await,
+            one_by_one.claim_all(&rounds[0], 2, past).await,
+        ] {
+            assert_eq!(answers.len(), 3);
+            assert!(answers
+                .iter()
+                .all(|a| a.as_ref().is_err_and(StoreError::is_transient)));
+        }
     }
 
     #[tokio::test]

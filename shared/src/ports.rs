@@ -2,11 +2,12 @@
 //! metrics sink. Real adapters live in `crate::aws` (feature `aws`); in-memory twins in
 //! `crate::memory` (feature `test-util`).
 
+use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::metric_names::COLD_START;
 
@@ -38,6 +39,11 @@ impl StoreError {
             message: message.into(),
             kind: FailureKind::Transient,
         }
+    }
+
+    /// What was not finished before the invocation's deadline (transient: a redelivery has time).
+    pub fn late(operation: &str) -> Self {
+        StoreError::new(operation, "not finished before the invocation's deadline")
     }
 
     pub fn with_kind(self, kind: FailureKind) -> Self {
@@ -72,6 +78,46 @@ pub enum ClaimOutcome {
 #[async_trait]
 pub trait DedupStore: Send + Sync {
     async fn claim(&self, claim: Claim<'_>) -> Result<ClaimOutcome, StoreError>;
+
+    /// Every claim's answer, in the claims' order: at most `concurrency` in flight, and each one
+    /// not answered by `until` a transient failure. A store that answers without I/O (the
+    /// in-memory twin) answers them all in one pass instead, with no future each.
+    async fn claim_all(
+        &self,
+        claims: &[Claim<'_>],
+        concurrency: usize,
+        until: tokio::time::Instant,
+    ) -> Vec<Result<ClaimOutcome, StoreError>> {
+        let mut answers: Vec<Option<Result<ClaimOutcome, StoreError>>> = vec![None; claims.len()];
+        // Collected first: a closure inside the stream makes the future's lifetimes too specific
+        // to be `Send` (async_trait boxes it as such).
+        let mut pending = Vec::with_capacity(claims.len());
+        for (i, claim) in claims.iter().enumerate() {
+            pending.push(async move { (i, before(until, "PutItem", self.claim(*claim)).await) });
+        }
+        let mut answered = futures::stream::iter(pending).buffer_unordered(concurrency);
+        while let Some((i, answer)) = answered.next().await {
+            answers[i] = Some(answer);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.expect("every claim is answered"))
+            .collect()
+    }
+}
+
+/// Runs `work` unless `until` has passed, and gives it up if it is still running then.
+pub async fn before<T>(
+    until: tokio::time::Instant,
+    operation: &str,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    if tokio::time::Instant::now() >= until {
+        return Err(StoreError::late(operation));
+    }
+    tokio::time::timeout_at(until, work)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::late(operation)))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,9 +1,8 @@
 //! The invocation's deadline, and the guard that holds every claim and PUT to it.
 
-use std::future::Future;
 use std::time::Duration;
 
-use pipeline::ports::StoreError;
+pub(crate) use pipeline::ports::before;
 
 /// When the invocation must have answered Lambda: claims and PUTs are not started, and those in
 /// flight are given up (their records reported for redelivery), once too little time is left.
@@ -42,19 +41,4 @@ impl Deadline {
             writes_until: far,
         }
     }
-}
-
-/// Runs `work` unless `until` has passed, and gives it up if it is still running then.
-pub(crate) async fn before<T>(
-    until: tokio::time::Instant,
-    operation: &str,
-    work: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    let late = || StoreError::new(operation, "not finished before the invocation's deadline");
-    if tokio::time::Instant::now() >= until {
-        return Err(late());
-    }
-    tokio::time::timeout_at(until, work)
-        .await
-        .unwrap_or_else(|_| Err(late()))
 }

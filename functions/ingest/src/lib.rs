@@ -17,7 +17,7 @@ mod deadline;
 pub mod raw_payload;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -386,25 +386,22 @@ impl Ingest {
                 _ => None,
             })
             .collect();
-        let dedup = self.dedup.as_ref();
-        // Collected first: a closure inside the stream would make the future's lifetimes too
-        // specific for `tokio::spawn` callers.
-        let claims: Vec<_> = pending
+        let claims: Vec<Claim> = pending
             .iter()
-            .map(|(i, uuid, claimed_by)| async move {
-                let claim = Claim {
-                    event_uuid: uuid,
-                    claimed_by,
-                    now,
-                    expires_at,
-                };
-                (*i, before(until, "PutItem", dedup.claim(claim)).await)
+            .map(|(_, uuid, claimed_by)| Claim {
+                event_uuid: uuid,
+                claimed_by,
+                now,
+                expires_at,
             })
             .collect();
-        let results: Vec<(usize, Result<ClaimOutcome, StoreError>)> = futures::stream::iter(claims)
-            .buffer_unordered(CLAIM_CONCURRENCY)
-            .collect()
+        let results = self
+            .dedup
+            .claim_all(&claims, CLAIM_CONCURRENCY, until)
             .await;
+        // Owned indices: the claims borrow the units, which are updated next.
+        let indices: Vec<usize> = pending.iter().map(|(i, _, _)| *i).collect();
+        let results = indices.into_iter().zip(results);
         let mut first_error = None;
         for (i, result) in results {
             let unit = &mut units[i];
@@ -538,7 +535,8 @@ fn log_store_failure(error: &StoreError, what: &str) {
 /// Later copies of an id inside one batch are duplicates of the first; only the first claims.
 fn mark_duplicates_within_batch(units: &mut [Unit]) {
     // Ids borrowed, no copies: the later copies are found first, then marked.
-    let mut seen: HashSet<&str> = HashSet::with_capacity(units.len());
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    seen.reserve(units.len());
     let later_copies: Vec<usize> = units
         .iter()
         .enumerate()
