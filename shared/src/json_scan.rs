@@ -179,24 +179,35 @@ impl<'a> Scanner<'a> {
         self.pos = position;
     }
 
-    /// A string value (quotes included) and whether it holds escapes.
+    /// A string value (quotes included) and whether it holds escapes. The plain string, by far
+    /// the most common, is inlined; escapes are read out of line.
+    #[inline]
     fn string(&mut self) -> Option<(&'a str, bool)> {
         self.eat(b'"')?;
-        let bytes = self.bytes();
         let start = self.pos - 1;
-        let mut escaped = false;
+        let at = self.pos + special_byte(&self.bytes()[self.pos..])?;
+        self.pos = at;
+        if self.bytes()[at] != b'"' {
+            return self.string_with_escapes(start);
+        }
+        self.pos += 1;
+        Some((&self.text[start..self.pos], false))
+    }
+
+    /// The rest of a string from its first `\\` (or control character) at `pos`.
+    #[inline(never)]
+    fn string_with_escapes(&mut self, start: usize) -> Option<(&'a str, bool)> {
+        let bytes = self.bytes();
         loop {
-            self.pos += special_byte(&bytes[self.pos..])?;
             match bytes[self.pos] {
                 b'"' => {
                     self.pos += 1;
-                    return Some((&self.text[start..self.pos], escaped));
+                    return Some((&self.text[start..self.pos], true));
                 }
                 b'\\' => {}
                 // A raw control character is not allowed inside a JSON string.
                 _ => return None,
             }
-            escaped = true;
             self.pos += 1;
             match *bytes.get(self.pos)? {
                 b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
@@ -213,6 +224,7 @@ impl<'a> Scanner<'a> {
                 }
                 _ => return None,
             }
+            self.pos += special_byte(&bytes[self.pos..])?;
         }
     }
 
