@@ -436,6 +436,7 @@ impl Ingest {
         naming: Naming,
     ) -> (u64, u64) {
         let mut groups: BTreeMap<(ObjectKind, &str, Minute), Vec<&Unit>> = BTreeMap::new();
+        let mut last_group: Option<((ObjectKind, &str, Minute), Vec<&Unit>)> = None;
         for unit in units {
             let kind = match unit.state {
                 State::Claimed(_) => ObjectKind::Staging,
@@ -445,10 +446,19 @@ impl Ingest {
             if cutoffs.retries(unit.shard_id, unit.sequence_number) {
                 continue;
             }
-            groups
-                .entry((kind, unit.shard_id, Minute::of_micros(unit.received_at)))
-                .or_default()
-                .push(unit);
+            let group = (kind, unit.shard_id, Minute::of_micros(unit.received_at));
+            // Neighbours mostly share a group (one shard, arrival in order): no map lookup then.
+            match &mut last_group {
+                Some((key, members)) if *key == group => members.push(unit),
+                _ => {
+                    if let Some((key, members)) = last_group.replace((group, vec![unit])) {
+                        groups.entry(key).or_default().extend(members);
+                    }
+                }
+            }
+        }
+        if let Some((key, members)) = last_group {
+            groups.entry(key).or_default().extend(members);
         }
         let objects = self.objects.as_ref();
         let prefixes = &self.prefixes;
