@@ -127,15 +127,24 @@ struct EventFields<'a> {
     created_at: Option<&'a str>,
     event_name: Option<&'a str>,
     event_specifics: Option<&'a str>,
+    /// `event_specifics` already checked against its event by the walk, when the name came
+    /// first and was found in the catalogue: the first wrong field, if any.
+    specifics_problem: Option<Option<String>>,
 }
 
 impl<'a> EventFields<'a> {
     /// The fast walk ([`json_scan`]); `None` when serde_json must read the record (a field twice,
     /// an escaped key, any error), so every rejection still reads as serde_json words it.
-    fn scan(text: &'a str) -> Option<Self> {
+    fn scan(text: &'a str, catalogue: &Catalogue) -> Option<Self> {
         let mut fields = EventFields::default();
         let mut scanner = Scanner::new(text);
         scanner.object(|key, scanner| {
+            if key == "event_specifics" && fields.event_specifics.is_none() {
+                let start = scanner.position();
+                fields.specifics_problem = fields.scan_specifics(scanner, catalogue)?;
+                fields.event_specifics = Some(scanner.since(start));
+                return Some(());
+            }
             let slot = match key {
                 "event_uuid" => &mut fields.event_uuid,
                 "created_at" => &mut fields.created_at,
@@ -152,8 +161,34 @@ impl<'a> EventFields<'a> {
         Some(fields)
     }
 
-    fn parse(text: &'a str) -> Result<Self, Rejection> {
-        if let Some(fields) = EventFields::scan(text) {
+    /// Reads the `event_specifics` value, checking its fields on the way when the event is known
+    /// already (`Some(problem)`); otherwise only reads it (`None`: checked later).
+    fn scan_specifics(
+        &self,
+        scanner: &mut Scanner<'a>,
+        catalogue: &Catalogue,
+    ) -> Option<Option<Option<String>>> {
+        let spec = self
+            .event_name
+            .and_then(|raw| raw.strip_prefix('"')?.strip_suffix('"'))
+            .filter(|name| !name.contains('\\'))
+            .and_then(|name| catalogue.event(name));
+        match spec {
+            Some(spec) if scanner.peek() == Some(b'{') => {
+                let mut problem = None;
+                scanner.object(|key, scanner| {
+                    let value = scanner.value()?;
+                    check_entry(&mut problem, catalogue, spec, key, value);
+                    Some(())
+                })?;
+                Some(Some(problem))
+            }
+            _ => scanner.value().map(|_| None),
+        }
+    }
+
+    fn parse(text: &'a str, catalogue: &Catalogue) -> Result<Self, Rejection> {
+        if let Some(fields) = EventFields::scan(text, catalogue) {
             return Ok(fields);
         }
         let raw = parse_object::<RawEvent>(text)?;
@@ -162,6 +197,7 @@ impl<'a> EventFields<'a> {
             created_at: raw.created_at.map(RawValue::get),
             event_name: raw.event_name.map(RawValue::get),
             event_specifics: raw.event_specifics.map(RawValue::get),
+            specifics_problem: None,
         })
     }
 }
@@ -176,7 +212,7 @@ pub fn validate<'a>(
     let text = simdutf8::basic::from_utf8(data)
         .or_else(|_| std::str::from_utf8(data))
         .map_err(|e| Rejection::new(Reason::NotUtf8, format!("record is not UTF-8: {e}")))?;
-    let raw = EventFields::parse(text)?;
+    let raw = EventFields::parse(text, catalogue)?;
 
     let missing: Vec<&str> = [
         ("event_uuid", raw.event_uuid.is_none()),
@@ -244,8 +280,12 @@ pub fn validate<'a>(
         Some(v) if v.trim() == "null" => None,
         other => other,
     };
-    if let Some(specifics) = specifics {
-        check_specifics(specifics, spec, catalogue)?;
+    match (specifics, raw.specifics_problem) {
+        (Some(_), Some(Some(detail))) => {
+            return Err(Rejection::new(Reason::WrongFieldType, detail));
+        }
+        (Some(_), Some(None)) | (None, _) => {}
+        (Some(specifics), None) => check_specifics(specifics, spec, catalogue)?,
     }
     Ok(ValidEvent {
         event_uuid,
@@ -314,18 +354,7 @@ fn check_specifics(
         ));
     }
     let check = |problem: &mut Option<String>, key: &str, value: &str| {
-        if problem.is_some() {
-            return;
-        }
-        if let Some((_, expected)) = catalogue.declared_type(spec, key) {
-            if json_kind(value).is_some_and(|kind| !kind.fits(expected)) {
-                *problem = Some(format!(
-                    "event_specifics.{key} must be {}, got {}",
-                    expected.name(),
-                    shorten(value)
-                ));
-            }
-        }
+        check_entry(problem, catalogue, spec, key, value)
     };
     let mut problem = None;
     if json_scan::entries(specifics, |key, value| check(&mut problem, key, value)).is_none() {
@@ -341,6 +370,28 @@ fn check_specifics(
     match problem {
         Some(detail) => Err(Rejection::new(Reason::WrongFieldType, detail)),
         None => Ok(()),
+    }
+}
+
+/// One field of `event_specifics` against its declared type; only the first problem is kept.
+fn check_entry(
+    problem: &mut Option<String>,
+    catalogue: &Catalogue,
+    spec: &EventSpec,
+    key: &str,
+    value: &str,
+) {
+    if problem.is_some() {
+        return;
+    }
+    if let Some((_, expected)) = catalogue.declared_type(spec, key) {
+        if json_kind(value).is_some_and(|kind| !kind.fits(expected)) {
+            *problem = Some(format!(
+                "event_specifics.{key} must be {}, got {}",
+                expected.name(),
+                shorten(value)
+            ));
+        }
     }
 }
 

@@ -185,7 +185,7 @@ fn the_fast_walk_reads_events_as_serde_json_does() {
     for case in &cases {
         for cut in (0..case.len()).chain([case.len()]) {
             let text = &case[..cut];
-            let Some(fields) = EventFields::scan(text) else {
+            let Some(fields) = EventFields::scan(text, &Catalogue::embedded()) else {
                 continue;
             };
             scanned += 1;
@@ -209,4 +209,48 @@ fn the_fast_walk_reads_events_as_serde_json_does() {
         }
     }
     assert!(scanned >= 4, "the fast walk read only {scanned} events");
+}
+
+/// `event_specifics` checked during the walk (the name came first) gives the answer, and the
+/// rejection, of the check made after it (the name came last), for right and wrong fields alike.
+#[test]
+fn specifics_checked_during_the_walk_as_after_it() {
+    let specifics = [
+        r#"{"device":"iOS","attempts":93,"score":46,"extra":{"a":[1]}}"#,
+        r#"{"attempts":"93"}"#,
+        r#"{"score":4.5,"attempts":true}"#,
+        r#"{"attempts":null,"device":null}"#,
+        r#"{"attempts":1,"attempts":"x"}"#,
+        r#"{"att\u0065mpts":"x"}"#,
+        r#"{"device":7}"#,
+        r#"{}"#,
+        r#"null"#,
+        r#"[1]"#,
+        r#""x""#,
+        r#" { "score" : "high" } "#,
+    ];
+    let mut walked = 0;
+    for (name, event) in [
+        ("game:resumed", true),
+        ("user:login", true),
+        ("no:such", false),
+    ] {
+        for specifics in specifics {
+            let first = format!(
+                r#"{{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605,"event_name":"{name}","event_specifics":{specifics}}}"#
+            );
+            let last = format!(
+                r#"{{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605,"event_specifics":{specifics},"event_name":"{name}"}}"#
+            );
+            let catalogue = Catalogue::embedded();
+            let checked = EventFields::scan(&first, &catalogue).and_then(|f| f.specifics_problem);
+            walked += usize::from(checked.is_some());
+            assert!(event || checked.is_none(), "{first}");
+            let outcome = |text: &str| {
+                check(text).map(|e| (e.event_name.to_string(), e.specifics.map(str::to_string)))
+            };
+            assert_eq!(outcome(&first), outcome(&last), "{specifics} for {name}");
+        }
+    }
+    assert!(walked >= 12, "only {walked} were checked during the walk");
 }
