@@ -26,7 +26,7 @@ fn is_ws(b: u8) -> bool {
 /// run-time detection); elsewhere eight at a time (SWAR). Strings are mostly short ids, keys and
 /// timestamps, for which `memchr`'s set-up costs more than the search.
 #[inline]
-fn special_byte(text: &[u8]) -> Option<usize> {
+pub(crate) fn special_byte(text: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
         sse2_special_byte(text)

@@ -312,28 +312,23 @@ pub fn format_rfc3339_micros(micros: i64) -> String {
 
 /// Fast path for the hot loops: appends the same 27 bytes as [`write_rfc3339_micros`], without `fmt`.
 pub fn push_rfc3339_micros(out: &mut Vec<u8>, micros: i64) {
-    fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
-        let mut div = 10u32.pow(width - 1);
-        while div > 0 {
-            out.push(b'0' + (value / div % 10) as u8);
-            div /= 10;
+    // Filled right to left in place, then appended at once.
+    fn digits(slot: &mut [u8], mut value: u32) {
+        for digit in slot.iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
         }
     }
     let t = Instant::of_micros(micros);
-    digits(out, t.date.year.clamp(0, 9999) as u32, 4);
-    out.push(b'-');
-    digits(out, t.date.month, 2);
-    out.push(b'-');
-    digits(out, t.date.day, 2);
-    out.push(b'T');
-    digits(out, t.hour, 2);
-    out.push(b':');
-    digits(out, t.minute, 2);
-    out.push(b':');
-    digits(out, t.second, 2);
-    out.push(b'.');
-    digits(out, t.micro, 6);
-    out.push(b'Z');
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    digits(&mut text[0..4], t.date.year.clamp(0, 9999) as u32);
+    digits(&mut text[5..7], t.date.month);
+    digits(&mut text[8..10], t.date.day);
+    digits(&mut text[11..13], t.hour);
+    digits(&mut text[14..16], t.minute);
+    digits(&mut text[17..19], t.second);
+    digits(&mut text[20..26], t.micro);
+    out.extend_from_slice(&text);
 }
 
 #[cfg(test)]

@@ -418,7 +418,13 @@ impl JsonKind {
 }
 
 pub fn json_kind(raw: &str) -> Option<JsonKind> {
-    let raw = raw.trim();
+    // Raw values come without surrounding whitespace from both readers; trim only if not.
+    let padded = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_whitespace());
+    let raw = if padded(raw.as_bytes().first()) || padded(raw.as_bytes().last()) {
+        raw.trim()
+    } else {
+        raw
+    };
     Some(match raw.as_bytes().first() {
         Some(b'"') => JsonKind::String,
         Some(b't' | b'f') => JsonKind::Boolean,
@@ -509,11 +515,8 @@ pub fn json_str(text: &str) -> Option<Cow<'_, str>> {
 /// Appends `s` as a JSON string (the inverse of [`json_str`]).
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     // Strings that need no escaping (ids, timestamps, names) are the norm; skip serde for them.
-    // A fold, not `all`: without the early exit it vectorises.
-    let plain = s.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
-    });
-    if plain {
+    // What needs escaping is what ends a plain run in the reader.
+    if json_scan::special_byte(s.as_bytes()).is_none() {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -525,21 +528,18 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 /// `8-4-4-4-12` hex digits, returned lower-case (borrowed when they already are).
 pub fn canonical_uuid(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
     let bytes = s.as_bytes();
-    if bytes.len() != 36 {
+    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
         return None;
     }
-    let mut upper = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        let ok = match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => {
-                upper |= b.is_ascii_uppercase();
-                b.is_ascii_hexdigit()
-            }
-        };
-        if !ok {
-            return None;
-        }
+    // Group by group, without an early exit, so each group's check is branch-free.
+    let (hex, upper) = [0..8, 9..13, 14..18, 19..23, 24..36]
+        .into_iter()
+        .flat_map(|group| &bytes[group])
+        .fold((true, false), |(hex, upper), &b| {
+            (hex & b.is_ascii_hexdigit(), upper | b.is_ascii_uppercase())
+        });
+    if !hex {
+        return None;
     }
     Some(if upper {
         Cow::Owned(s.to_ascii_lowercase())

@@ -254,3 +254,40 @@ fn specifics_checked_during_the_walk_as_after_it() {
     }
     assert!(walked >= 12, "only {walked} were checked during the walk");
 }
+
+/// The canonical form is exactly the `8-4-4-4-12` hex digits, lower-cased, whatever byte is wrong
+/// and wherever it is.
+#[test]
+fn canonical_uuid_takes_exactly_hyphenated_hex_digits() {
+    let reference = |s: &str| {
+        let shape = s.len() == 36
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+        shape.then(|| s.to_ascii_lowercase())
+    };
+    let good = "d7ca46d5-80b5-4b81-bf5b-c96a60c4c573";
+    let mut cases = vec![
+        good.to_string(),
+        good.to_uppercase(),
+        good.replace('-', ""),
+        format!("{good}0"),
+        good[1..].to_string(),
+        format!("{{{good}}}"),
+    ];
+    for at in 0..36 {
+        for b in [
+            b'-', b'g', b'G', b'A', b'f', b'0', b' ', b'/', b':', b'@', b'`',
+        ] {
+            let mut bytes = good.as_bytes().to_vec();
+            bytes[at] = b;
+            cases.push(String::from_utf8(bytes).unwrap());
+        }
+    }
+    cases.push(good.replacen('d', "é", 1));
+    for case in &cases {
+        let got = canonical_uuid(Cow::Borrowed(case)).map(Cow::into_owned);
+        assert_eq!(got, reference(case), "{case}");
+    }
+}
