@@ -44,23 +44,35 @@ fn sse2_special_byte(text: &[u8]) -> Option<usize> {
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
     };
-    let mut at = 0;
-    while at + 16 <= text.len() {
-        // SAFETY: SSE2 is in every x86_64 CPU; the load reads 16 bytes inside `text`.
-        let mask = unsafe {
+    // Bit i set where byte `at + i` is special.
+    let specials_at = |at: usize| {
+        // SAFETY: SSE2 is in every x86_64 CPU; callers load only 16 bytes inside `text`.
+        unsafe {
             let bytes = _mm_loadu_si128(text.as_ptr().add(at).cast());
             let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
             let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
             // min(b, 0x1F) == b exactly where b <= 0x1F (unsigned).
             let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1F)), bytes);
             _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-        };
+        }
+    };
+    if text.len() < 16 {
+        return text
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+    }
+    let mut at = 0;
+    while at + 16 <= text.len() {
+        let mask = specials_at(at);
         if mask != 0 {
             return Some(at + mask.trailing_zeros() as usize);
         }
         at += 16;
     }
-    swar_special_byte(&text[at..]).map(|found| at + found)
+    // The last 16 bytes, overlapping what was searched: its bits below `at` are dropped.
+    let last = text.len() - 16;
+    let mask = specials_at(last) >> (at - last);
+    (mask != 0).then(|| at + mask.trailing_zeros() as usize)
 }
 
 /// [`special_byte`] eight bytes at a time, with `memchr` past the first 32 (base64 data, long
