@@ -31,14 +31,16 @@ pub fn lowest_sequence_number<'a>(sequences: impl IntoIterator<Item = &'a str>) 
 /// Kinesis's own bounds: a shard id is 1–128 characters of `[a-zA-Z0-9_.-]`. Shard ids name S3
 /// objects, so nothing else may pass: no key can then exceed S3's 1,024 bytes or need escaping.
 pub fn is_shard_id(s: &str) -> bool {
+    // Folds, not `all`: without the early exit they vectorise (every record is checked).
     (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && s.bytes().fold(true, |ok, b| {
+            ok & (b.is_ascii_alphanumeric() | (b == b'_') | (b == b'.') | (b == b'-'))
+        })
 }
 
 /// Kinesis's own bound: a sequence number is at most 129 decimal digits.
 pub fn is_sequence_number(s: &str) -> bool {
-    (1..=129).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    (1..=129).contains(&s.len()) && s.bytes().fold(true, |ok, b| ok & b.is_ascii_digit())
 }
 
 /// `shardId-000000000000` from an eventID `shardId-000000000000:4954…`.
