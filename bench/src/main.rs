@@ -23,9 +23,8 @@ use crate::latency_store::LatencyStore;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// `compact-local` runs with the allocator options the compact binary sets before anything
-// allocates (`compact::allocator`); `ingest-cpu` with mimalloc's defaults, as the ingest binary
-// does. glibc calls `.init_array` functions with `argc` and `argv`.
+// `compact-local` and `ingest-cpu` run with the allocator options the compact and the ingest
+// binary set before anything allocates (`pipeline::allocator`). glibc calls `.init_array` functions with `argc` and `argv`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[used]
 #[link_section = ".init_array.00100"]
@@ -39,8 +38,10 @@ extern "C" fn options_of_the_binary_measured(
 ) {
     // SAFETY: glibc passes the process's own argc and argv, valid for the whole process.
     let command = (argc > 1).then(|| unsafe { std::ffi::CStr::from_ptr(*argv.add(1)) });
-    if command.is_some_and(|c| c.to_bytes() == b"compact-local") {
-        compact::allocator::before_main();
+    match command.map(std::ffi::CStr::to_bytes) {
+        Some(b"compact-local") => pipeline::allocator::for_compaction(),
+        Some(b"ingest-cpu") => pipeline::allocator::for_ingest(),
+        _ => {}
     }
 }
 

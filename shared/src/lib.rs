@@ -6,12 +6,15 @@
 //! [`config`] and [`metric_names`]; [`json_scan`], the borrowed JSON reader of the hot paths. The AWS boundary as small traits in [`ports`].
 //!
 //! Features, so that each binary compiles only what it needs:
+//! - `allocator`: mimalloc's options as each Lambda binary sets them at start-up, `allocator`;
 //! - `aws`: the real adapters behind the ports (S3, DynamoDB, CloudWatch), `aws`;
 //! - `lake`: the Parquet lake's Arrow schema and row builder (arrow, parquet), `lake`;
 //! - `test-util`: in-memory twins of the ports (`memory`), small deterministic inputs
 //!   (`fixtures`), and the Lambda payload writer (`lambda_payload::kinesis_event`): for tests, the
 //!   benchmarks and the local runner, never the Lambda binaries.
 
+#[cfg(feature = "allocator")]
+pub mod allocator;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod catalogue;

@@ -23,7 +23,6 @@
 //!   compacts again every earlier day, within staging retention, whose staging changed since: late
 //!   data reaches the lake by itself.
 
-pub mod allocator;
 pub mod catalog;
 mod decode;
 mod error;

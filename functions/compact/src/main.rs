@@ -8,12 +8,12 @@ use pipeline::config::CompactConfig;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // Before mimalloc starts, which reserves its first arena and decides how that arena commits
-// (`compact::allocator`). Priority 100 runs before mimalloc's own constructor (priority 101 when
+// (`pipeline::allocator`). Priority 100 runs before mimalloc's own constructor (priority 101 when
 // built by clang, as `cargo lambda` builds with zig; none with gcc) and after std's (99).
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array.00100"]
-static ALLOCATOR_OPTIONS: extern "C" fn() = compact::allocator::before_main;
+static ALLOCATOR_OPTIONS: extern "C" fn() = pipeline::allocator::for_compaction;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -143,6 +143,9 @@ enum ObjectKind {
     Quarantine,
 }
 
+/// The records of one object: its kind, shard and arrival minute.
+type ObjectGroup<'a> = (ObjectKind, &'a str, Minute);
+
 impl Ingest {
     /// Builds the real adapters once, at cold start.
     pub async fn from_config(config: &IngestConfig) -> Ingest {
@@ -435,8 +438,8 @@ impl Ingest {
         until: tokio::time::Instant,
         naming: Naming,
     ) -> (u64, u64) {
-        let mut groups: BTreeMap<(ObjectKind, &str, Minute), Vec<&Unit>> = BTreeMap::new();
-        let mut last_group: Option<((ObjectKind, &str, Minute), Vec<&Unit>)> = None;
+        let mut groups: BTreeMap<ObjectGroup, Vec<&Unit>> = BTreeMap::new();
+        let mut last_group: Option<(ObjectGroup, Vec<&Unit>)> = None;
         for unit in units {
             let kind = match unit.state {
                 State::Claimed(_) => ObjectKind::Staging,

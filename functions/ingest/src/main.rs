@@ -10,6 +10,13 @@ use pipeline::lambda_payload::KinesisBatch;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// Freed memory kept, set before mimalloc starts (`pipeline::allocator`; the priority as in compact's
+// main.rs: after std's constructor, before mimalloc's).
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array.00100"]
+static ALLOCATOR_OPTIONS: extern "C" fn() = pipeline::allocator::for_ingest;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     pipeline::logging::init();

@@ -1,7 +1,10 @@
-//! mimalloc, told to give freed memory back at once. By default (v3) it keeps freed pages for a
-//! second and commits its arenas eagerly; compaction frees batches, pages and parts all the time,
-//! and with those defaults much of its peak RSS was memory it no longer used (bench/NOTES.md). The
-//! ingest binary keeps the defaults: there, they are faster.
+//! mimalloc's options, as each binary wants them (feature `allocator`). By default (v3) mimalloc
+//! keeps freed pages for a second, then gives them back, and commits its arenas eagerly.
+//! - `compact` gives freed memory back at once: it frees batches, pages and parts all the time, and
+//!   with the defaults much of its peak RSS was memory it no longer used (bench/NOTES.md).
+//! - `ingest` never gives it back: its invocations come seconds apart, so with the defaults each
+//!   one faulted its whole working set in again (the kernel zeroing every page), and a Lambda's
+//!   memory is its own anyway. Its peak stays that of its largest batch.
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
@@ -10,20 +13,31 @@ const ARENA_EAGER_COMMIT: mi_option_t = 4;
 /// `mi_option_purge_delay`, in milliseconds (1,000 by default); 0 purges freed pages at once.
 const PURGE_DELAY: mi_option_t = 15;
 
-/// [`return_freed_memory_at_once`] as a constructor the binaries list in `.init_array`, so that it
+/// [`return_freed_memory_at_once`] as a constructor the binary lists in `.init_array`, so that it
 /// runs before mimalloc's own: mimalloc reserves its first arena as it starts, and whether the
 /// arena commits eagerly is decided at that moment.
-pub extern "C" fn before_main() {
+pub extern "C" fn for_compaction() {
     return_freed_memory_at_once();
 }
 
-/// Sets the options.
+/// [`keep_freed_memory`] as a constructor, like [`for_compaction`].
+pub extern "C" fn for_ingest() {
+    keep_freed_memory();
+}
+
+/// Compaction's options: no eager arena commit, freed pages given back at once.
 pub fn return_freed_memory_at_once() {
     // SAFETY: setting an option only stores its value in mimalloc's table of options.
     unsafe {
         mi_option_set(ARENA_EAGER_COMMIT, 0);
         mi_option_set(PURGE_DELAY, 0);
     }
+}
+
+/// Ingest's options: freed pages kept (a purge delay of -1 is mimalloc's "never").
+pub fn keep_freed_memory() {
+    // SAFETY: setting an option only stores its value in mimalloc's table of options.
+    unsafe { mi_option_set(PURGE_DELAY, -1) }
 }
 
 /// The options' values now: (arena eager commit, purge delay in ms).
@@ -52,5 +66,7 @@ mod tests {
         }
         return_freed_memory_at_once();
         assert_eq!(options(), (0, 0));
+        keep_freed_memory();
+        assert_eq!(options(), (0, -1));
     }
 }
