@@ -14,6 +14,7 @@
 //! quarantined with its raw JSON (`invalid_envelope`) and never fails its neighbours.
 
 mod deadline;
+mod objects;
 pub mod raw_payload;
 
 use std::borrow::Cow;
@@ -138,13 +139,13 @@ enum Naming {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum ObjectKind {
+pub(crate) enum ObjectKind {
     Staging,
     Quarantine,
 }
 
 /// The records of one object: its kind, shard and arrival minute.
-type ObjectGroup<'a> = (ObjectKind, &'a str, Minute);
+pub(crate) type ObjectGroup<'a> = (ObjectKind, &'a str, Minute);
 
 impl Ingest {
     /// Builds the real adapters once, at cold start.
@@ -438,31 +439,15 @@ impl Ingest {
         until: tokio::time::Instant,
         naming: Naming,
     ) -> (u64, u64) {
-        let mut groups: BTreeMap<ObjectGroup, Vec<&Unit>> = BTreeMap::new();
-        let mut last_group: Option<(ObjectGroup, Vec<&Unit>)> = None;
-        for unit in units {
+        let groups = objects::group(units, |unit| {
             let kind = match unit.state {
                 State::Claimed(_) => ObjectKind::Staging,
                 State::Quarantined(_) if naming == Naming::Ingest => ObjectKind::Quarantine,
-                _ => continue,
+                _ => return None,
             };
-            if cutoffs.retries(unit.shard_id, unit.sequence_number) {
-                continue;
-            }
-            let group = (kind, unit.shard_id, Minute::of_micros(unit.received_at));
-            // Neighbours mostly share a group (one shard, arrival in order): no map lookup then.
-            match &mut last_group {
-                Some((key, members)) if *key == group => members.push(unit),
-                _ => {
-                    if let Some((key, members)) = last_group.replace((group, vec![unit])) {
-                        groups.entry(key).or_default().extend(members);
-                    }
-                }
-            }
-        }
-        if let Some((key, members)) = last_group {
-            groups.entry(key).or_default().extend(members);
-        }
+            let retried = cutoffs.retries(unit.shard_id, unit.sequence_number);
+            (!retried).then(|| (kind, unit.shard_id, Minute::of_micros(unit.received_at)))
+        });
         let objects = self.objects.as_ref();
         let prefixes = &self.prefixes;
         // A loop, not `.map(closure)`: see `claim_all`.
@@ -475,18 +460,18 @@ impl Ingest {
             let first = members[0].sequence_number;
             let (key, body) = match kind {
                 ObjectKind::Staging if naming == Naming::Redriven => {
-                    let body = staging_body(&members);
+                    let body = objects::staging_body(&members);
                     let digest = layout::content_digest(&body);
                     let key = prefixes.redriven_staging_key(minute, shard, first, &digest);
                     (key, body)
                 }
                 ObjectKind::Staging => (
                     prefixes.staging_key(minute, shard, first),
-                    staging_body(&members),
+                    objects::staging_body(&members),
                 ),
                 // Records that carry no sequence number are named after their content.
                 ObjectKind::Quarantine if first.is_empty() => {
-                    let body = quarantine_body(&members);
+                    let body = objects::quarantine_body(&members);
                     (
                         prefixes.unsequenced_quarantine_key(minute, shard, &body),
                         body,
@@ -494,7 +479,7 @@ impl Ingest {
                 }
                 ObjectKind::Quarantine => (
                     prefixes.quarantine_key(minute, shard, first),
-                    quarantine_body(&members),
+                    objects::quarantine_body(&members),
                 ),
             };
             let size = body.len() as u64;
@@ -561,38 +546,6 @@ fn mark_duplicates_within_batch(units: &mut [Unit]) {
     for i in later_copies {
         units[i].state = State::Duplicate;
     }
-}
-
-fn staging_body(members: &[&Unit]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(members.iter().map(|u| u.data.len() + 256).sum());
-    for unit in members {
-        if let State::Claimed(event) = &unit.state {
-            pipeline::staging_line::push_staging_line(
-                &mut body,
-                event,
-                unit.received_at,
-                &unit.source(),
-            );
-        }
-    }
-    body
-}
-
-fn quarantine_body(members: &[&Unit]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(members.iter().map(|u| u.data.len() * 4 / 3 + 256).sum());
-    for unit in members {
-        if let State::Quarantined(rejection) = &unit.state {
-            QuarantineLine::record(
-                rejection.reason,
-                &rejection.detail,
-                unit.source(),
-                unit.received_at,
-                unit.data,
-            )
-            .push_to(&mut body);
-        }
-    }
-    body
 }
 
 #[cfg(test)]
