@@ -9,13 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-if [ $# -ge 2 ]; then
-  binary=$1; commit=$2
-else
-  cargo build --release --quiet -p bench
-  binary="${CARGO_TARGET_DIR:-$root/target}/release/bench"
-  commit=$(git rev-parse --short=12 HEAD)
-fi
+source "$root/bench/bench-binary.sh"
 iterations=5
 out="bench/profiles/instructions-$commit.txt"
 data=$(mktemp /tmp/ingest-callgrind.XXXXXX)

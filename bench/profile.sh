@@ -7,13 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 command -v perf >/dev/null || { echo "profile.sh: perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
-if [ $# -ge 2 ]; then
-  binary=$1; commit=$2
-else
-  cargo build --release --quiet -p bench
-  binary="${CARGO_TARGET_DIR:-$root/target}/release/bench"
-  commit=$(git rev-parse --short=12 HEAD)
-fi
+source "$root/bench/bench-binary.sh"
 out="bench/profiles/ingest-$commit.txt"
 data=$(mktemp /tmp/ingest-perf.XXXXXX)
 trap 'rm -f "$data"' EXIT
