@@ -127,9 +127,18 @@ struct EventFields<'a> {
     created_at: Option<&'a str>,
     event_name: Option<&'a str>,
     event_specifics: Option<&'a str>,
-    /// `event_specifics` already checked against its event by the walk, when the name came
-    /// first and was found in the catalogue: the first wrong field, if any.
-    specifics_problem: Option<Option<String>>,
+    specifics_check: SpecificsCheck,
+}
+
+/// Whether the walk checked `event_specifics` against its event: it does when the name came first
+/// and is in the catalogue.
+#[derive(Default)]
+enum SpecificsCheck {
+    /// Checked after the walk ([`check_specifics`]).
+    #[default]
+    Later,
+    /// Checked: the first wrong field, if any.
+    Done(Option<String>),
 }
 
 impl<'a> EventFields<'a> {
@@ -141,7 +150,7 @@ impl<'a> EventFields<'a> {
         scanner.object(|key, scanner| {
             if key == "event_specifics" && fields.event_specifics.is_none() {
                 let start = scanner.position();
-                fields.specifics_problem = fields.scan_specifics(scanner, catalogue)?;
+                fields.specifics_check = fields.scan_specifics(scanner, catalogue)?;
                 fields.event_specifics = Some(scanner.since(start));
                 return Some(());
             }
@@ -162,12 +171,12 @@ impl<'a> EventFields<'a> {
     }
 
     /// Reads the `event_specifics` value, checking its fields on the way when the event is known
-    /// already (`Some(problem)`); otherwise only reads it (`None`: checked later).
+    /// already; `None` is an error, as everywhere in the walk.
     fn scan_specifics(
         &self,
         scanner: &mut Scanner<'a>,
         catalogue: &Catalogue,
-    ) -> Option<Option<Option<String>>> {
+    ) -> Option<SpecificsCheck> {
         let spec = self
             .event_name
             .and_then(|raw| raw.strip_prefix('"')?.strip_suffix('"'))
@@ -181,9 +190,9 @@ impl<'a> EventFields<'a> {
                     check_entry(&mut problem, catalogue, spec, key, value);
                     Some(())
                 })?;
-                Some(Some(problem))
+                Some(SpecificsCheck::Done(problem))
             }
-            _ => scanner.value().map(|_| None),
+            _ => scanner.value().map(|_| SpecificsCheck::Later),
         }
     }
 
@@ -197,7 +206,7 @@ impl<'a> EventFields<'a> {
             created_at: raw.created_at.map(RawValue::get),
             event_name: raw.event_name.map(RawValue::get),
             event_specifics: raw.event_specifics.map(RawValue::get),
-            specifics_problem: None,
+            specifics_check: SpecificsCheck::Later,
         })
     }
 }
@@ -280,12 +289,12 @@ pub fn validate<'a>(
         Some(v) if v.trim() == "null" => None,
         other => other,
     };
-    match (specifics, raw.specifics_problem) {
-        (Some(_), Some(Some(detail))) => {
+    match (specifics, raw.specifics_check) {
+        (Some(_), SpecificsCheck::Done(Some(detail))) => {
             return Err(Rejection::new(Reason::WrongFieldType, detail));
         }
-        (Some(_), Some(None)) | (None, _) => {}
-        (Some(specifics), None) => check_specifics(specifics, spec, catalogue)?,
+        (Some(_), SpecificsCheck::Done(None)) | (None, _) => {}
+        (Some(specifics), SpecificsCheck::Later) => check_specifics(specifics, spec, catalogue)?,
     }
     Ok(ValidEvent {
         event_uuid,

@@ -450,7 +450,7 @@ impl Ingest {
         });
         let objects = self.objects.as_ref();
         let prefixes = &self.prefixes;
-        // A loop, not `.map(closure)`: see `claim_all`.
+        // A loop, not `.map(closure)`: see `DedupStore::claim_all`.
         let mut puts = Vec::with_capacity(groups.len());
         for ((kind, shard, minute), mut members) in groups {
             members.sort_by(|a, b| {
