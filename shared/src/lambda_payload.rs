@@ -338,7 +338,9 @@ fn build_record<'a>(
         ));
     }
     let event_id = event_id.unwrap_or_default();
-    if !event_id.is_empty() && !is_shard_id(shard_of_event_id(&event_id)) {
+    // The shard is found once: the id is mostly its sequence number.
+    let shard_len = shard_of_event_id(&event_id).len();
+    if !event_id.is_empty() && !is_shard_id(&event_id[..shard_len]) {
         return Err(format!(
             "eventID `{}` does not name a Kinesis shard",
             shorten(&event_id)
@@ -356,9 +358,11 @@ fn build_record<'a>(
             .decode_to_vec(text.as_bytes())
             .map_err(|e| format!("kinesis.data is not base64: {e}"))?,
     };
+    // Only an empty id has an empty shard here.
     let shard_id = match &event_id {
-        Cow::Borrowed(id) => Cow::Borrowed(shard_of(id)),
-        Cow::Owned(id) => Cow::Owned(shard_of(id).to_string()),
+        _ if shard_len == 0 => Cow::Borrowed(UNKNOWN_SHARD),
+        Cow::Borrowed(id) => Cow::Borrowed(&id[..shard_len]),
+        Cow::Owned(id) => Cow::Owned(id[..shard_len].to_string()),
     };
     Ok(KinesisRecord {
         shard_id,
@@ -390,13 +394,6 @@ fn salvage(raw: &str, detail: String) -> UnreadableRecord {
         received_at,
         raw: raw.as_bytes().to_vec(),
         detail: format!("unreadable Kinesis record envelope: {}", shorten(&detail)),
-    }
-}
-
-fn shard_of(event_id: &str) -> &str {
-    match shard_of_event_id(event_id) {
-        "" => UNKNOWN_SHARD,
-        shard => shard,
     }
 }
 
