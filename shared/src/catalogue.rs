@@ -90,6 +90,24 @@ pub struct EventSpec {
     pub weight: u32,
     /// Indexes into [`Catalogue::fields`], in the catalogue's order.
     pub fields: Vec<usize>,
+    /// Where `name`'s one colon is (checked at load).
+    colon: usize,
+    /// The declared fields' names, column indexes and types: what [`Catalogue::declared_type`]
+    /// looks through. An event declares a handful, and comparing a few lengths (then the bytes
+    /// of the one that fits) costs less than hashing every key of every event.
+    declared: Vec<(Box<str>, usize, FieldType)>,
+}
+
+impl EventSpec {
+    /// `game` of `game:resumed`.
+    pub fn event_type(&self) -> &str {
+        &self.name[..self.colon]
+    }
+
+    /// `resumed` of `game:resumed`.
+    pub fn event_subtype(&self) -> &str {
+        &self.name[self.colon + 1..]
+    }
 }
 
 /// A declared field: one Parquet column.
@@ -145,9 +163,10 @@ impl Catalogue {
             .collect();
         let mut events = Vec::with_capacity(raw.events.len());
         for (name, spec) in raw.events {
-            if split_event_name(&name).is_none() {
+            let Some((event_type, _)) = split_event_name(&name) else {
                 return Err(CatalogueError::BadEventName(name));
-            }
+            };
+            let colon = event_type.len();
             let mut indexes = Vec::with_capacity(spec.fields.len());
             for field in &spec.fields {
                 match field_index.get(field) {
@@ -160,10 +179,16 @@ impl Catalogue {
                     }
                 }
             }
+            let declared = indexes
+                .iter()
+                .map(|&i| (fields[i].name.as_str().into(), i, fields[i].spec.field_type))
+                .collect();
             events.push(EventSpec {
                 name,
                 weight: spec.weight,
                 fields: indexes,
+                colon,
+                declared,
             });
         }
         let event_index = events
@@ -189,11 +214,11 @@ impl Catalogue {
 
     /// The declared type of `field` for `event`, or `None` when the event does not declare it.
     pub fn declared_type(&self, event: &EventSpec, field: &str) -> Option<(usize, FieldType)> {
-        let index = self.field_index(field)?;
         event
-            .fields
-            .contains(&index)
-            .then(|| (index, self.fields[index].spec.field_type))
+            .declared
+            .iter()
+            .find(|(name, ..)| **name == *field)
+            .map(|&(_, index, field_type)| (index, field_type))
     }
 }
 
@@ -234,6 +259,33 @@ mod tests {
         assert!(declared(login, "device").is_some());
         assert!(declared(login, "user_location").is_some());
         assert!(declared(login, "language_id").is_none());
+    }
+
+    #[test]
+    fn declared_types_and_names_answer_as_the_catalogue_reads() {
+        let catalogue = Catalogue::embedded();
+        let mut names: Vec<&str> = catalogue.fields.iter().map(|f| f.name.as_str()).collect();
+        names.extend(["", "score ", "Score", "scor", "event_uuid"]);
+        for event in &catalogue.events {
+            let (event_type, event_subtype) = split_event_name(&event.name).unwrap();
+            assert_eq!(
+                (event.event_type(), event.event_subtype()),
+                (event_type, event_subtype)
+            );
+            for name in &names {
+                // The definition: the field is declared and listed by the event.
+                let expected = catalogue
+                    .field_index(name)
+                    .filter(|index| event.fields.contains(index))
+                    .map(|index| (index, catalogue.fields[index].spec.field_type));
+                assert_eq!(
+                    catalogue.declared_type(event, name),
+                    expected,
+                    "{} {name}",
+                    event.name
+                );
+            }
+        }
     }
 
     #[test]

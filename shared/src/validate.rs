@@ -127,6 +127,8 @@ struct EventFields<'a> {
     created_at: Option<&'a str>,
     event_name: Option<&'a str>,
     event_specifics: Option<&'a str>,
+    /// The event `event_name` names, when the walk looked it up (to check `event_specifics`).
+    spec: Option<&'a EventSpec>,
     specifics_check: SpecificsCheck,
 }
 
@@ -144,7 +146,7 @@ enum SpecificsCheck {
 impl<'a> EventFields<'a> {
     /// The fast walk ([`json_scan`]); `None` when serde_json must read the record (a field twice,
     /// an escaped key, any error), so every rejection still reads as serde_json words it.
-    fn scan(text: &'a str, catalogue: &Catalogue) -> Option<Self> {
+    fn scan(text: &'a str, catalogue: &'a Catalogue) -> Option<Self> {
         let mut fields = EventFields::default();
         let mut scanner = Scanner::new(text);
         scanner.object(|key, scanner| {
@@ -173,16 +175,15 @@ impl<'a> EventFields<'a> {
     /// Reads the `event_specifics` value, checking its fields on the way when the event is known
     /// already; `None` is an error, as everywhere in the walk.
     fn scan_specifics(
-        &self,
+        &mut self,
         scanner: &mut Scanner<'a>,
-        catalogue: &Catalogue,
+        catalogue: &'a Catalogue,
     ) -> Option<SpecificsCheck> {
-        let spec = self
+        self.spec = self
             .event_name
-            .and_then(|raw| raw.strip_prefix('"')?.strip_suffix('"'))
-            .filter(|name| !name.contains('\\'))
-            .and_then(|name| catalogue.event(name));
-        match spec {
+            .and_then(json_str)
+            .and_then(|name| catalogue.event(&name));
+        match self.spec {
             Some(spec) if scanner.peek() == Some(b'{') => {
                 let mut problem = None;
                 scanner.object(|key, scanner| {
@@ -196,7 +197,7 @@ impl<'a> EventFields<'a> {
         }
     }
 
-    fn parse(text: &'a str, catalogue: &Catalogue) -> Result<Self, Rejection> {
+    fn parse(text: &'a str, catalogue: &'a Catalogue) -> Result<Self, Rejection> {
         if let Some(fields) = EventFields::scan(text, catalogue) {
             return Ok(fields);
         }
@@ -206,6 +207,7 @@ impl<'a> EventFields<'a> {
             created_at: raw.created_at.map(RawValue::get),
             event_name: raw.event_name.map(RawValue::get),
             event_specifics: raw.event_specifics.map(RawValue::get),
+            spec: None,
             specifics_check: SpecificsCheck::Later,
         })
     }
@@ -262,28 +264,32 @@ pub fn validate<'a>(
             format!("event_name {} is not a string", shorten(name_raw)),
         )
     })?;
-    if split_event_name(&received_name).is_none() {
-        return Err(Rejection::new(
-            Reason::InvalidEventName,
-            format!(
-                "event_name `{}` is not `type:subtype`",
-                shorten(&received_name)
-            ),
-        ));
-    }
-    let spec = catalogue.event(&received_name).ok_or_else(|| {
-        Rejection::new(
-            Reason::UnknownEvent,
-            format!(
-                "event `{}` is not in the catalogue",
-                shorten(&received_name)
-            ),
-        )
-    })?;
+    // Looked up once (by the walk, when it checked `event_specifics`); every catalogue name is
+    // `type:subtype` (checked at load), so only a name it lacks is looked at for its shape.
+    let spec = match raw.spec.or_else(|| catalogue.event(&received_name)) {
+        Some(spec) => spec,
+        None if split_event_name(&received_name).is_none() => {
+            return Err(Rejection::new(
+                Reason::InvalidEventName,
+                format!(
+                    "event_name `{}` is not `type:subtype`",
+                    shorten(&received_name)
+                ),
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                Reason::UnknownEvent,
+                format!(
+                    "event `{}` is not in the catalogue",
+                    shorten(&received_name)
+                ),
+            ))
+        }
+    };
     // Borrow the catalogue's copy: it outlives the record and is the same text.
     let event_name = spec.name.as_str();
-    let (event_type, event_subtype) =
-        split_event_name(event_name).expect("catalogue names are checked at load");
+    let (event_type, event_subtype) = (spec.event_type(), spec.event_subtype());
 
     let specifics = match raw.event_specifics {
         Some(v) if v.trim() == "null" => None,
@@ -511,7 +517,13 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// The string a raw JSON value holds, borrowed when it has no escapes; `None` for non-strings.
 pub fn json_str(text: &str) -> Option<Cow<'_, str>> {
-    if text.len() >= 2 && text.starts_with('"') && memchr::memchr(b'\\', text.as_bytes()).is_none()
+    let bytes = text.as_bytes();
+    // Plain when the first byte after the opening quote that ends a plain run (a quote, a
+    // backslash, a control character) is the closing quote, the last byte.
+    if bytes.len() >= 2
+        && bytes[0] == b'"'
+        && json_scan::special_byte(&bytes[1..]) == Some(bytes.len() - 2)
+        && bytes[bytes.len() - 1] == b'"'
     {
         Some(Cow::Borrowed(&text[1..text.len() - 1]))
     } else if text.starts_with('"') {

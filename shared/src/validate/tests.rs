@@ -156,11 +156,26 @@ fn reason_codes_and_json_strings_read_back_as_written() {
         "line\nend",
         "\u{1}",
         "日本",
+        "a plain string longer than sixteen bytes",
+        "a string longer than sixteen bytes with a \"quote\" late",
+        "a string longer than sixteen bytes ending in a backslash\\",
     ] {
         let mut out = Vec::new();
         push_json_str(&mut out, s);
         let raw: Box<RawValue> = serde_json::from_slice(&out).unwrap();
-        assert_eq!(json_str(raw.get()).as_deref(), Some(s));
+        let read = json_str(raw.get());
+        assert_eq!(read.as_deref(), Some(s));
+        // Borrowed exactly when nothing was escaped.
+        let escaped = s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        assert_eq!(matches!(read, Some(Cow::Owned(_))), escaped, "{s:?}");
+    }
+    // Not a whole string token: not read as one.
+    for text in ["", "\"", "plain", "\"open", "\"a\"b\""] {
+        assert_eq!(
+            json_str(text),
+            serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+            "{text}"
+        );
     }
 }
 
@@ -182,10 +197,11 @@ fn the_fast_walk_reads_events_as_serde_json_does() {
         "{}".to_string(),
     ];
     let mut scanned = 0;
+    let catalogue = Catalogue::embedded();
     for case in &cases {
         for cut in (0..case.len()).chain([case.len()]) {
             let text = &case[..cut];
-            let Some(fields) = EventFields::scan(text, &Catalogue::embedded()) else {
+            let Some(fields) = EventFields::scan(text, &catalogue) else {
                 continue;
             };
             scanned += 1;
