@@ -37,6 +37,39 @@ pub(crate) fn special_byte(text: &[u8]) -> Option<usize> {
     }
 }
 
+/// [`special_byte`] for a whole value's text (a name, an id), often shorter than 16 bytes: what
+/// the walk's search does byte by byte for the last few bytes of a payload, this does in one block.
+#[inline]
+pub(crate) fn special_byte_of_value(text: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if text.len() < 16 {
+        return sse2_special_byte_short(text);
+    }
+    special_byte(text)
+}
+
+/// A text shorter than 16 bytes, copied into a block padded with plain spaces. Out of line: it is
+/// a copy of variable length, and inlined into the walk's search it slowed every string.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn sse2_special_byte_short(text: &[u8]) -> Option<usize> {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let mut block = [b' '; 16];
+    block[..text.len()].copy_from_slice(text);
+    // SAFETY: SSE2 is in every x86_64 CPU; the block is 16 bytes. As in `sse2_special_byte`.
+    let mask = unsafe {
+        let bytes = _mm_loadu_si128(block.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1F)), bytes);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+    };
+    (mask != 0).then(|| mask.trailing_zeros() as usize)
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn sse2_special_byte(text: &[u8]) -> Option<usize> {

@@ -522,7 +522,7 @@ pub fn json_str(text: &str) -> Option<Cow<'_, str>> {
     // backslash, a control character) is the closing quote, the last byte.
     if bytes.len() >= 2
         && bytes[0] == b'"'
-        && json_scan::special_byte(&bytes[1..]) == Some(bytes.len() - 2)
+        && json_scan::special_byte_of_value(&bytes[1..]) == Some(bytes.len() - 2)
         && bytes[bytes.len() - 1] == b'"'
     {
         Some(Cow::Borrowed(&text[1..text.len() - 1]))
@@ -537,7 +537,7 @@ pub fn json_str(text: &str) -> Option<Cow<'_, str>> {
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     // Strings that need no escaping (ids, timestamps, names) are the norm; skip serde for them.
     // What needs escaping is what ends a plain run in the reader.
-    if json_scan::special_byte(s.as_bytes()).is_none() {
+    if json_scan::special_byte_of_value(s.as_bytes()).is_none() {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -127,7 +127,7 @@ fn reads_what_the_pipeline_sends() {
 /// and below 0x20, UTF-8 high bytes, the bytes they test).
 #[test]
 fn finds_the_first_special_byte_as_a_byte_loop_does() {
-    for search in [special_byte, swar_special_byte] {
+    for search in [special_byte, special_byte_of_value, swar_special_byte] {
         finds_the_first_special_byte(search);
     }
 }
