@@ -48,47 +48,43 @@ pub(crate) fn special_byte_of_value(text: &[u8]) -> Option<usize> {
     special_byte(text)
 }
 
+/// Bit i set where byte i of the 16 at `bytes` is special. Always inlined: called a step from
+/// the walk's loop, it is the loop.
+///
+/// SAFETY: 16 bytes must be readable at `bytes` (SSE2 is in every x86_64 CPU).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sse2_specials(bytes: *const u8) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    let bytes = _mm_loadu_si128(bytes.cast());
+    let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+    let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+    // min(b, 0x1F) == b exactly where b <= 0x1F (unsigned).
+    let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1F)), bytes);
+    _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+}
+
 /// A text shorter than 16 bytes, copied into a block padded with plain spaces. Out of line: it is
 /// a copy of variable length, and inlined into the walk's search it slowed every string.
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 fn sse2_special_byte_short(text: &[u8]) -> Option<usize> {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
     let mut block = [b' '; 16];
     block[..text.len()].copy_from_slice(text);
-    // SAFETY: SSE2 is in every x86_64 CPU; the block is 16 bytes. As in `sse2_special_byte`.
-    let mask = unsafe {
-        let bytes = _mm_loadu_si128(block.as_ptr().cast());
-        let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
-        let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
-        let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1F)), bytes);
-        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-    };
+    // SAFETY: the block is 16 bytes.
+    let mask = unsafe { sse2_specials(block.as_ptr()) };
     (mask != 0).then(|| mask.trailing_zeros() as usize)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn sse2_special_byte(text: &[u8]) -> Option<usize> {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
     // Bit i set where byte `at + i` is special.
-    let specials_at = |at: usize| {
-        // SAFETY: SSE2 is in every x86_64 CPU; callers load only 16 bytes inside `text`.
-        unsafe {
-            let bytes = _mm_loadu_si128(text.as_ptr().add(at).cast());
-            let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
-            // min(b, 0x1F) == b exactly where b <= 0x1F (unsigned).
-            let control = _mm_cmpeq_epi8(_mm_min_epu8(bytes, _mm_set1_epi8(0x1F)), bytes);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-        }
-    };
+    // SAFETY: callers load only 16 bytes inside `text`.
+    let specials_at = |at: usize| unsafe { sse2_specials(text.as_ptr().add(at)) };
     if text.len() < 16 {
         return text
             .iter()

@@ -170,7 +170,16 @@ fn reason_codes_and_json_strings_read_back_as_written() {
         assert_eq!(matches!(read, Some(Cow::Owned(_))), escaped, "{s:?}");
     }
     // Not a whole string token: not read as one.
-    for text in ["", "\"", "plain", "\"open", "\"a\"b\""] {
+    // (Ending in a backslash or a control character: no closing quote.)
+    for text in [
+        "",
+        "\"",
+        "plain",
+        "\"open",
+        "\"a\"b\"",
+        "\"open\\",
+        "\"open\u{1}",
+    ] {
         assert_eq!(
             json_str(text),
             serde_json::from_str::<String>(text).ok().map(Cow::Owned),
