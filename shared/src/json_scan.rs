@@ -48,6 +48,22 @@ pub(crate) fn special_byte_of_value(text: &[u8]) -> Option<usize> {
     special_byte(text)
 }
 
+/// The index in `bytes` of the first special byte at or after `from`. Most strings end inside
+/// their first sixteen bytes, so that block is searched before the loop's set-up.
+#[inline(always)]
+fn special_byte_from(bytes: &[u8], from: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if from + 16 <= bytes.len() {
+        // SAFETY: the sixteen bytes from `from` are inside `bytes`.
+        let mask = unsafe { sse2_specials(bytes.as_ptr().add(from)) };
+        if mask != 0 {
+            return Some(from + mask.trailing_zeros() as usize);
+        }
+        return special_byte(&bytes[from + 16..]).map(|at| from + 16 + at);
+    }
+    special_byte(bytes.get(from..)?).map(|at| from + at)
+}
+
 /// Bit i set where byte i of the 16 at `bytes` is special. Always inlined: called a step from
 /// the walk's loop, it is the loop.
 ///
@@ -189,7 +205,8 @@ impl<'a> Scanner<'a> {
     /// The text of a string value without its quotes, when it holds no escape.
     pub fn plain_string(&mut self) -> Option<&'a str> {
         let (raw, escaped) = self.string()?;
-        (!escaped).then(|| &raw[1..raw.len() - 1])
+        // SAFETY: `raw` starts and ends with ASCII quotes, so both cuts are char boundaries.
+        (!escaped).then(|| unsafe { raw.get_unchecked(1..raw.len() - 1) })
     }
 
     /// Reads any value: `Some(text)` when it is a string without escapes (its text without quotes),
@@ -199,7 +216,8 @@ impl<'a> Scanner<'a> {
             return self.value().map(|_| None);
         }
         let (raw, escaped) = self.string()?;
-        Some((!escaped).then(|| &raw[1..raw.len() - 1]))
+        // SAFETY: as in `plain_string`.
+        Some((!escaped).then(|| unsafe { raw.get_unchecked(1..raw.len() - 1) }))
     }
 
     /// The text of a string value up to its next `"`, *unchecked*: an escape or a control
@@ -224,15 +242,23 @@ impl<'a> Scanner<'a> {
     /// the most common, is inlined; escapes are read out of line.
     #[inline]
     fn string(&mut self) -> Option<(&'a str, bool)> {
-        self.eat(b'"')?;
-        let start = self.pos - 1;
-        let at = self.pos + special_byte(&self.bytes()[self.pos..])?;
+        let bytes = self.bytes();
+        // Mostly the quote is next (the writers add no whitespace): the skip only when it is not.
+        if bytes.get(self.pos) != Some(&b'"') {
+            self.skip_ws();
+            if bytes.get(self.pos) != Some(&b'"') {
+                return None;
+            }
+        }
+        let start = self.pos;
+        let at = special_byte_from(bytes, start + 1)?;
         self.pos = at;
-        if self.bytes()[at] != b'"' {
+        if bytes[at] != b'"' {
             return self.string_with_escapes(start);
         }
-        self.pos += 1;
-        Some((&self.text[start..self.pos], false))
+        self.pos = at + 1;
+        // SAFETY: `start` and `at` hold ASCII quotes, so `start` and `at + 1` are char boundaries.
+        Some((unsafe { self.text.get_unchecked(start..at + 1) }, false))
     }
 
     /// The rest of a string from its first `\\` (or control character) at `pos`.
@@ -325,7 +351,9 @@ impl<'a> Scanner<'a> {
             b'n' => self.literal("null")?,
             _ => self.number()?,
         }
-        Some(&self.text[start..self.pos])
+        // SAFETY: a value read starts at one of the ASCII bytes matched above and ends just after
+        // an ASCII byte (a quote, a bracket, a letter of a literal or a digit).
+        Some(unsafe { self.text.get_unchecked(start..self.pos) })
     }
 
     fn enter(&mut self) -> Option<()> {

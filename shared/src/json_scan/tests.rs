@@ -130,6 +130,19 @@ fn finds_the_first_special_byte_as_a_byte_loop_does() {
     for search in [special_byte, special_byte_of_value, swar_special_byte] {
         finds_the_first_special_byte(search);
     }
+    // The walk's entry: from an offset, its first block searched before the loop.
+    finds_the_first_special_byte(|text| special_byte_from(text, 0));
+    let text: Vec<u8> = (0..60u8)
+        .map(|i| if i % 19 == 18 { b'"' } else { b'a' + i % 26 })
+        .collect();
+    for from in 0..=text.len() {
+        let naive = text[from..]
+            .iter()
+            .position(|&b| b == b'"')
+            .map(|at| from + at);
+        assert_eq!(special_byte_from(&text, from), naive, "from {from}");
+    }
+    assert_eq!(special_byte_from(&text, text.len() + 1), None);
 }
 
 fn finds_the_first_special_byte(special_byte: fn(&[u8]) -> Option<usize>) {
