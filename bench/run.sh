@@ -11,12 +11,13 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 events="${BENCH_EVENTS:-1000000}"
 work="${BENCH_DIR:-$(mktemp -d /tmp/event-pipeline-bench.XXXXXX)}"
 mkdir -p "$work"
+# The commit measured (BENCHMARKS.md names it), and whether the tree had uncommitted changes:
+# read before the build, which is what is measured.
+commit=$(git rev-parse --short=12 HEAD)
+dirty=$([ -n "$(git status --porcelain --untracked-files=no -- . ':!bench/results.json' ':!BENCHMARKS.md')" ] && echo true || echo false)
 echo "bench: building release binaries; working in $work" >&2
 cargo build --release --quiet -p bench -p ingest -p compact
 bin="$target/release"
-# The commit measured (BENCHMARKS.md names it), and whether the tree had uncommitted changes.
-commit=$(git rev-parse --short=12 HEAD)
-dirty=$([ -n "$(git status --porcelain --untracked-files=no -- . ':!bench/results.json' ':!BENCHMARKS.md')" ] && echo true || echo false)
 # The arm64 Lambda zips, as `make build` makes them (BENCH_ARM64=0 leaves them out, and says so).
 if [ "${BENCH_ARM64:-1}" != 0 ]; then
   echo "bench: cargo lambda build --release --arm64 (make build)" >&2
