@@ -48,19 +48,9 @@ pub(crate) fn special_byte_of_value(text: &[u8]) -> Option<usize> {
     special_byte(text)
 }
 
-/// The index in `bytes` of the first special byte at or after `from`. Most strings end inside
-/// their first sixteen bytes, so that block is searched before the loop's set-up.
+/// The index in `bytes` of the first special byte at or after `from` (the walk's entry).
 #[inline(always)]
 fn special_byte_from(bytes: &[u8], from: usize) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    if from + 16 <= bytes.len() {
-        // SAFETY: the sixteen bytes from `from` are inside `bytes`.
-        let mask = unsafe { sse2_specials(bytes.as_ptr().add(from)) };
-        if mask != 0 {
-            return Some(from + mask.trailing_zeros() as usize);
-        }
-        return special_byte(&bytes[from + 16..]).map(|at| from + 16 + at);
-    }
     special_byte(bytes.get(from..)?).map(|at| from + at)
 }
 
@@ -106,7 +96,12 @@ fn sse2_special_byte(text: &[u8]) -> Option<usize> {
             .iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
     }
-    let mut at = 0;
+    // Most strings end inside their first block: it is searched before the loop's set-up.
+    let first = specials_at(0);
+    if first != 0 {
+        return Some(first.trailing_zeros() as usize);
+    }
+    let mut at = 16;
     while at + 16 <= text.len() {
         let mask = specials_at(at);
         if mask != 0 {

@@ -130,7 +130,7 @@ fn finds_the_first_special_byte_as_a_byte_loop_does() {
     for search in [special_byte, special_byte_of_value, swar_special_byte] {
         finds_the_first_special_byte(search);
     }
-    // The walk's entry: from an offset, its first block searched before the loop.
+    // The walk's entry, from an offset.
     finds_the_first_special_byte(|text| special_byte_from(text, 0));
     let text: Vec<u8> = (0..60u8)
         .map(|i| if i % 19 == 18 { b'"' } else { b'a' + i % 26 })
