@@ -11,6 +11,9 @@ use crate::catalogue::{split_event_name, Catalogue, EventSpec, FieldType};
 use crate::json_scan::{self, Scanner};
 use crate::time::{self, TimestampError, EARLIEST_CREATED_AT, MICROS_PER_DAY};
 
+mod uuid;
+pub use uuid::canonical_uuid;
+
 /// Why a record went to quarantine. The codes are part of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -544,29 +547,6 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     } else {
         serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
     }
-}
-
-/// `8-4-4-4-12` hex digits, returned lower-case (borrowed when they already are).
-pub fn canonical_uuid(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
-        return None;
-    }
-    // Group by group, without an early exit, so each group's check is branch-free.
-    let (hex, upper) = [0..8, 9..13, 14..18, 19..23, 24..36]
-        .into_iter()
-        .flat_map(|group| &bytes[group])
-        .fold((true, false), |(hex, upper), &b| {
-            (hex & b.is_ascii_hexdigit(), upper | b.is_ascii_uppercase())
-        });
-    if !hex {
-        return None;
-    }
-    Some(if upper {
-        Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        s
-    })
 }
 
 /// Keeps error details readable when the offending value is huge.
