@@ -20,6 +20,8 @@ pub enum CatalogueError {
     UndeclaredField { event: String, field: String },
     #[error("catalogue event name `{0}` is not `type:subtype` with both parts non-empty")]
     BadEventName(String),
+    #[error("catalogue event name `{0}` holds a quote, a backslash or a control character")]
+    EscapedEventName(String),
     #[error("catalogue field `{0}` collides with a fixed column of the lake")]
     ReservedField(String),
 }
@@ -166,6 +168,10 @@ impl Catalogue {
             let Some((event_type, _)) = split_event_name(&name) else {
                 return Err(CatalogueError::BadEventName(name));
             };
+            // Names are written into every staging line as they are (`push_plain_json_str`).
+            if crate::json_scan::special_byte_of_value(name.as_bytes()).is_some() {
+                return Err(CatalogueError::EscapedEventName(name));
+            }
             let colon = event_type.len();
             let mut indexes = Vec::with_capacity(spec.fields.len());
             for field in &spec.fields {
@@ -325,5 +331,29 @@ mod tests {
             Catalogue::from_json(r#"{"fields":{},"events":{"bad":{"fields":[]}}}"#),
             Err(CatalogueError::BadEventName(_))
         ));
+    }
+
+    /// Staging lines hold catalogue names unescaped, so a name JSON would escape is refused; any
+    /// other character is a name's own.
+    #[test]
+    fn event_names_that_json_escapes_are_refused() {
+        let catalogue = |name: &str| {
+            let events = serde_json::json!({ name: { "fields": [] } });
+            Catalogue::from_json(&serde_json::json!({ "fields": {}, "events": events }).to_string())
+        };
+        for bad in [
+            "game:re\"sumed",
+            "game:re\\sumed",
+            "game:re\nsumed",
+            "game:\u{1f}x",
+        ] {
+            assert!(
+                matches!(catalogue(bad), Err(CatalogueError::EscapedEventName(_))),
+                "{bad:?}"
+            );
+        }
+        for good in ["game:résumé", "game:re sumed", "jeu:reprise/2", "x:\u{7f}"] {
+            assert!(catalogue(good).is_ok(), "{good:?}");
+        }
     }
 }

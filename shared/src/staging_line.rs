@@ -17,7 +17,7 @@ use crate::json_scan::Scanner;
 use crate::layout::Language;
 use crate::position::StreamPosition;
 use crate::time;
-use crate::validate::{for_each_entry, json_str, push_json_str, ValidEvent};
+use crate::validate::{for_each_entry, json_str, push_plain_json_str, ValidEvent};
 
 /// Appends valid JSON text with its line ends made spaces, so an event an SDK indented (or sent with
 /// CRLF) is still one NDJSON line. Exact: JSON strings cannot hold a raw CR or LF, so every one is
@@ -39,14 +39,15 @@ pub fn push_staging_line(
     received_at: i64,
     source: &StreamPosition,
 ) {
+    // The id is canonical and the names the catalogue's: none needs escaping.
     out.extend_from_slice(b"{\"event_uuid\":");
-    push_json_str(out, &event.event_uuid);
+    push_plain_json_str(out, &event.event_uuid);
     out.extend_from_slice(b",\"event_name\":");
-    push_json_str(out, event.event_name);
+    push_plain_json_str(out, event.event_name);
     out.extend_from_slice(b",\"event_type\":");
-    push_json_str(out, event.event_type);
+    push_plain_json_str(out, event.event_type);
     out.extend_from_slice(b",\"event_subtype\":");
-    push_json_str(out, event.event_subtype);
+    push_plain_json_str(out, event.event_subtype);
     out.extend_from_slice(b",\"created_at\":\"");
     time::push_rfc3339_micros(out, event.created_at);
     out.extend_from_slice(b"\",\"received_at\":\"");

@@ -549,6 +549,18 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Appends `s` as a JSON string, unchecked: for text known to need no escaping where it is made
+/// (a canonical UUID, a catalogue name), which every staging line holds.
+pub fn push_plain_json_str(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(
+        json_scan::special_byte_of_value(s.as_bytes()).is_none(),
+        "{s:?} needs escaping"
+    );
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
 /// Keeps error details readable when the offending value is huge.
 pub fn shorten(s: &str) -> Cow<'_, str> {
     const MAX: usize = 80;
