@@ -30,8 +30,8 @@ pub fn parse_created_at(raw_json: &str) -> Result<i64, TimestampError> {
     let text = raw_json.trim();
     match text.as_bytes().first() {
         Some(b'"') => {
-            let s: std::borrow::Cow<str> = serde_json::from_str(text)
-                .map_err(|_| TimestampError::Invalid(format!("bad string {text}")))?;
+            let s = crate::validate::json_str(text)
+                .ok_or_else(|| TimestampError::Invalid(format!("bad string {text}")))?;
             parse_rfc3339(&s)
         }
         Some(b'-' | b'0'..=b'9') => parse_epoch_seconds(text),
@@ -83,28 +83,66 @@ fn epoch_seconds_to_micros(text: &str, rounding: Rounding) -> Result<i64, Timest
 /// integer arithmetic without allocating; `None` sends anything else to the exact path, which
 /// gives the same answer for this shape (`plain_seconds_agree_with_the_exact_path`).
 fn plain_seconds_to_micros(bytes: &[u8], rounding: Rounding) -> Option<i64> {
-    let int_len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if int_len == 0 || int_len > 12 {
+    let (int, fraction) = match bytes.iter().position(|&b| b == b'.') {
+        Some(dot) => (&bytes[..dot], Some(&bytes[dot + 1..])),
+        None => (bytes, None),
+    };
+    if int.is_empty() || int.len() > 12 {
         return None;
     }
-    let digits = |run: &[u8]| {
-        run.iter()
-            .fold(0i64, |value, &d| value * 10 + i64::from(d - b'0'))
-    };
-    let mut micros = digits(&bytes[..int_len]) * MICROS_PER_SECOND;
-    if int_len < bytes.len() {
-        let fraction = &bytes[int_len + 1..];
-        if bytes[int_len] != b'.' || fraction.is_empty() || !fraction.iter().all(u8::is_ascii_digit)
-        {
+    let mut micros = decimal_digits(int)? * MICROS_PER_SECOND;
+    if let Some(fraction) = fraction {
+        let (kept, beyond) = fraction.split_at(fraction.len().min(6));
+        if kept.is_empty() || !all_decimal_digits(beyond) {
             return None;
         }
-        let kept = &fraction[..fraction.len().min(6)];
-        micros += digits(kept) * 10i64.pow(6 - kept.len() as u32);
-        if rounding == Rounding::HalfUp && fraction.get(6).is_some_and(|&d| d >= b'5') {
+        micros += decimal_digits(kept)? * 10i64.pow(6 - kept.len() as u32);
+        if rounding == Rounding::HalfUp && beyond.first().is_some_and(|&d| d >= b'5') {
             micros += 1;
         }
     }
     (micros <= LATEST_REPRESENTABLE).then_some(micros)
+}
+
+/// The value of a run of at most 18 decimal digits, `None` when another byte is among them: eight
+/// digits at a time in one word (the int part of epoch seconds is ten), the rest one by one.
+fn decimal_digits(run: &[u8]) -> Option<i64> {
+    debug_assert!(run.len() <= 18);
+    let (mut value, mut rest) = (0i64, run);
+    while let Some((eight, after)) = rest.split_first_chunk::<8>() {
+        let word = u64::from_le_bytes(*eight);
+        if !eight_decimal_digits(word) {
+            return None;
+        }
+        value = value * 100_000_000 + eight_digits_value(word);
+        rest = after;
+    }
+    for &d in rest {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(d - b'0');
+    }
+    Some(value)
+}
+
+fn all_decimal_digits(run: &[u8]) -> bool {
+    run.iter().fold(true, |all, b| all & b.is_ascii_digit())
+}
+
+/// Whether all eight bytes of `word` are `0`–`9`: each is 0x3_ and stays so with 6 added.
+fn eight_decimal_digits(word: u64) -> bool {
+    const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    word & HIGH_NIBBLES == ZEROS && word.wrapping_add(0x0606_0606_0606_0606) & HIGH_NIBBLES == ZEROS
+}
+
+/// Eight decimal digits' value (first byte most significant), combined pairwise in three steps.
+fn eight_digits_value(word: u64) -> i64 {
+    let x = word - 0x3030_3030_3030_3030;
+    let x = (x * 10 + (x >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let x = (x * 100 + (x >> 16)) & 0x0000_FFFF_0000_FFFF;
+    ((x * 10_000 + (x >> 32)) & 0xFFFF_FFFF) as i64
 }
 
 fn exact_seconds_to_micros(text: &str, rounding: Rounding) -> Result<i64, TimestampError> {
@@ -531,6 +569,29 @@ mod tests {
                     exact,
                     "{text}"
                 );
+            }
+        }
+        // Every byte value at every place of the usual shapes (the word-at-a-time digit check).
+        for base in ["1712844605.9512355", "1712844605", "123456789012.123"] {
+            for at in 0..base.len() {
+                for b in 0..=255u8 {
+                    let mut bytes = base.as_bytes().to_vec();
+                    bytes[at] = b;
+                    let Ok(text) = std::str::from_utf8(&bytes) else {
+                        assert_eq!(plain_seconds_to_micros(&bytes, Rounding::HalfUp), None);
+                        continue;
+                    };
+                    for rounding in [Rounding::Truncate, Rounding::HalfUp] {
+                        let exact = exact_seconds_to_micros(text, rounding).ok();
+                        let fast = plain_seconds_to_micros(text.as_bytes(), rounding);
+                        assert!(fast.is_none() || fast == exact, "{text:?}");
+                        assert_eq!(
+                            epoch_seconds_to_micros(text, rounding).ok(),
+                            exact,
+                            "{text:?}"
+                        );
+                    }
+                }
             }
         }
         assert!(plain_seconds_to_micros(b"1712844605.9512355", Rounding::HalfUp).is_some());
