@@ -223,8 +223,24 @@ impl Catalogue {
         event
             .declared
             .iter()
-            .find(|(name, ..)| **name == *field)
+            .find(|(name, ..)| {
+                name.len() == field.len() && same_bytes(name.as_bytes(), field.as_bytes())
+            })
             .map(|&(_, index, field_type)| (index, field_type))
+    }
+}
+
+/// Whether two byte strings of one length are equal: up to 16 bytes in two word compares
+/// (overlapping), where `==` calls `memcmp` (each field of every event is compared so).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap());
+    match n {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a == b,
     }
 }
 
@@ -331,6 +347,19 @@ mod tests {
             Catalogue::from_json(r#"{"fields":{},"events":{"bad":{"fields":[]}}}"#),
             Err(CatalogueError::BadEventName(_))
         ));
+    }
+
+    #[test]
+    fn same_bytes_is_equality_whatever_the_length_and_the_byte_that_differs() {
+        for len in 0..40 {
+            let a: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&a, &a.clone()), "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "{len} at {at}");
+            }
+        }
     }
 
     /// Staging lines hold catalogue names unescaped, so a name JSON would escape is refused; any
