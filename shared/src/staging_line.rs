@@ -25,9 +25,12 @@ use crate::validate::{for_each_entry, json_str, push_plain_json_str, ValidEvent}
 fn push_on_one_line(out: &mut Vec<u8>, json: &str) {
     let start = out.len();
     out.extend_from_slice(json.as_bytes());
-    for b in &mut out[start..] {
-        if matches!(*b, b'\n' | b'\r') {
-            *b = b' ';
+    // Mostly there are none: one vectorised search says so.
+    if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
+        for b in &mut out[start..] {
+            if matches!(*b, b'\n' | b'\r') {
+                *b = b' ';
+            }
         }
     }
 }
@@ -367,6 +370,19 @@ mod tests {
             serde_json::from_str(line.line.event_specifics.unwrap()).unwrap();
         assert_eq!(specifics, serde_json::json!({"score": 46, "note": "a\nb"}));
         assert_eq!(line.language(), &Language::Absent);
+        // Each line end alone, inside `event_specifics` only.
+        for end in ["\r", "\n", "\r\n"] {
+            let data = format!(
+                r#"{{"event_uuid":"d7ca46d5-80b5-4b81-bf5b-c96a60c4c573","created_at":1712844605,"event_name":"game:resumed","event_specifics":{{{end}"score":46{end}}}}}"#
+            );
+            let event =
+                crate::validate::validate(data.as_bytes(), 1_712_844_606_012_000, &catalogue)
+                    .unwrap();
+            let mut out = Vec::new();
+            push_staging_line(&mut out, &event, 1_712_844_606_012_000, &source);
+            assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "{end:?}");
+            assert!(!out.contains(&b'\r'), "{end:?}");
+        }
     }
 
     /// The fast walk over a staging line and serde_json read the same line, or the walk declines.
