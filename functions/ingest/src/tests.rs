@@ -112,6 +112,70 @@ async fn one_object_per_minute_and_shard_with_lines_in_sequence_order() {
     );
 }
 
+/// The `sequence_number` and `event_uuid` of each line of one object.
+fn sequences_and_ids(objects: &MemoryObjectStore, key: &str) -> Vec<(String, String)> {
+    lines(objects, key)
+        .iter()
+        .map(|l| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+            (
+                text(&l["source"]["sequence_number"]),
+                text(&l["event_uuid"]),
+            )
+        })
+        .collect()
+}
+
+/// An object holds the lines of its claimed records only, in sequence order, whatever the batch
+/// held between them: an id an earlier batch owns, a copy of an id in the same batch, a bad record,
+/// a record out of order.
+#[tokio::test]
+async fn an_objects_lines_are_its_claimed_records_in_sequence_order() {
+    let h = harness();
+    let earlier = batch(&[record(1, 1, ARRIVAL_MS, event_json(3))]);
+    h.ingest.process(&earlier, Deadline::none()).await;
+    let key = |first| {
+        format!("staging/year=2024/month=04/day=11/hour=14/minute=10/shardId-000000000000-{first}.ndjson")
+    };
+    // In order, with an id owned by the earlier batch between two claimed records.
+    let in_order = batch(&[
+        record(0, 10, ARRIVAL_MS, event_json(6)),
+        record(0, 11, ARRIVAL_MS, event_json(3)),
+        record(0, 12, ARRIVAL_MS, event_json(7)),
+    ]);
+    let (_, summary) = h.ingest.process(&in_order, Deadline::none()).await;
+    assert_eq!((summary.events_written, summary.duplicates_dropped), (2, 1));
+    assert_eq!(
+        sequences_and_ids(&h.objects, &key(10)),
+        [("10".into(), uuid(6)), ("12".into(), uuid(7))]
+    );
+    let mixed = batch(&[
+        record(0, 25, ARRIVAL_MS, event_json(1)),
+        record(0, 26, ARRIVAL_MS, event_json(3)),
+        record(0, 27, ARRIVAL_MS, b"{not json".to_vec()),
+        record(0, 28, ARRIVAL_MS, event_json(1)),
+        record(0, 24, ARRIVAL_MS, event_json(4)),
+        record(0, 29, ARRIVAL_MS, event_json(5)),
+    ]);
+    let (_, summary) = h.ingest.process(&mixed, Deadline::none()).await;
+    assert_eq!(
+        (
+            summary.events_written,
+            summary.duplicates_dropped,
+            summary.records_quarantined
+        ),
+        (3, 2, 1)
+    );
+    assert_eq!(
+        sequences_and_ids(&h.objects, &key(24)),
+        [
+            ("24".into(), uuid(4)),
+            ("25".into(), uuid(1)),
+            ("29".into(), uuid(5))
+        ]
+    );
+}
+
 #[tokio::test]
 async fn duplicates_within_and_across_batches_are_dropped_and_counted() {
     let h = harness();
