@@ -382,14 +382,17 @@ impl Ingest {
     ) {
         let now = (self.clock)();
         let expires_at = now + self.dedup_ttl_seconds;
-        let pending: Vec<(usize, &str, Cow<str>)> = units
-            .iter()
-            .enumerate()
-            .filter_map(|(i, unit)| match &unit.state {
-                State::Valid(event) => Some((i, event.event_uuid.as_ref(), unit.claimed_by())),
-                _ => None,
-            })
-            .collect();
+        // Sized for all: collecting a filter would grow (and copy) it a dozen times a batch.
+        let mut pending: Vec<(usize, &str, Cow<str>)> = Vec::with_capacity(units.len());
+        pending.extend(
+            units
+                .iter()
+                .enumerate()
+                .filter_map(|(i, unit)| match &unit.state {
+                    State::Valid(event) => Some((i, event.event_uuid.as_ref(), unit.claimed_by())),
+                    _ => None,
+                }),
+        );
         let claims: Vec<Claim> = pending
             .iter()
             .map(|(_, uuid, claimed_by)| Claim {
