@@ -82,7 +82,7 @@ def main():
     for _ in range(iterations):
         handler(json.loads(payload))
     seconds = (time.perf_counter() - started) / iterations
-    print(json.dumps({"records": records, "seconds_per_batch": seconds, "records_per_second": records / seconds,
+    print(json.dumps({"records": records, "iterations": iterations, "seconds_per_batch": seconds, "records_per_second": records / seconds,
                       "megabytes_per_second": len(payload) / seconds / 1e6}))
 
 

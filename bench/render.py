@@ -15,6 +15,24 @@ if not measured:
     sys.exit("bench/results.json names no commit: run make bench")
 mib = lambda kib: f"{kib / 1024:,.0f} MiB"
 rate = lambda x: f"{x:,.0f}"
+
+
+def ingest_rounds(ingest):
+    """How the two sides were timed, and how far the rounds spread (none before rounds existed)."""
+    rounds = ingest.get("rounds")
+    if not rounds:
+        return []
+    spread = lambda side: f"{rate(min(r[side] for r in rounds))}–{rate(max(r[side] for r in rounds))}"
+    ratios = [r["ours"] / r["python_handler"] for r in rounds]
+    return [
+        f"Each side's figure is its median of {len(rounds)} rounds taken in turn on the same payload file "
+        f"(ours {ingest['ours']['iterations']} batches a round, the Python handler {ingest['python_handler']['iterations']}), so a noisy spell of the host "
+        f"falls on both. Rounds ranged {spread('ours')} records/s (ours) and {spread('python_handler')} "
+        f"(Python); the ratio within one round, {min(ratios):.0f}× to {max(ratios):.0f}×.",
+        "",
+    ]
+
+
 lines = [
     "# Benchmarks",
     "",
@@ -34,6 +52,7 @@ lines = [
     f"| Python handler (`bench/python_handler.py`) | {rate(i['python_handler']['records_per_second'])} | {i['python_handler']['megabytes_per_second']:.1f} | {i['python_handler']['seconds_per_batch'] * 1000:.0f} |",
     f"| **ratio** | **{i['ratio']:.0f}×** | | |",
     "",
+    *ingest_rounds(i),
     "## Compaction of one staging day",
     "",
     f"1× day: {c['staging_1x']['events']:,} events in {c['staging_1x']['objects']:,} staging objects ({c['staging_1x']['bytes'] / 1e6:,.0f} MB of NDJSON), on local disk;",

@@ -63,6 +63,10 @@ enum Command {
         /// Also write the payload, for the Python handler to chew on.
         #[arg(long)]
         payload_out: Option<PathBuf>,
+        /// Read the payload from this file (one `--payload-out` wrote) instead of generating one,
+        /// so that interleaved runs all chew on the same bytes.
+        #[arg(long, conflicts_with = "payload_out")]
+        payload_in: Option<PathBuf>,
     },
     /// Writes one arrival day of staging NDJSON under `root`, as ingest would.
     GenStaging {
@@ -104,7 +108,8 @@ fn main() -> anyhow::Result<()> {
             records,
             iterations,
             payload_out,
-        } => ingest_cpu(records, iterations, payload_out),
+            payload_in,
+        } => ingest_cpu(records, iterations, payload_out, payload_in),
         Command::GenStaging {
             root,
             events,
@@ -145,8 +150,20 @@ fn realistic_payload(records: usize) -> Vec<u8> {
     serde_json::to_vec(&kinesis_event(&stream, DEFAULT_STREAM_ARN)).expect("JSON")
 }
 
-fn ingest_cpu(records: usize, iterations: u32, payload_out: Option<PathBuf>) -> anyhow::Result<()> {
-    let payload = realistic_payload(records);
+fn ingest_cpu(
+    records: usize,
+    iterations: u32,
+    payload_out: Option<PathBuf>,
+    payload_in: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let payload = match payload_in {
+        Some(path) => std::fs::read(&path)
+            .with_context(|| format!("reading the payload {}", path.display()))?,
+        None => realistic_payload(records),
+    };
+    let records = pipeline::lambda_payload::KinesisBatch::parse(&payload)?
+        .records
+        .len();
     if let Some(path) = payload_out {
         std::fs::write(path, &payload)?;
     }
