@@ -156,9 +156,11 @@ fn parse_with_serde(payload: &[u8]) -> Result<KinesisBatch<'_>, serde_json::Erro
 }
 
 /// Lambda's envelope of a record alone (its ARNs, names and ids) is some 450 bytes: the list of
-/// records is sized from the payload's length, at most about twice too large, instead of growing
-/// (and copying itself) a dozen times over a batch of ten thousand.
+/// records is sized from the payload's length instead of growing (and copying itself) a dozen
+/// times over a batch of ten thousand; a payload of a few large records is sized no further than
+/// the most records a Kinesis event source mapping sends at once (its `BatchSize` maximum).
 const RECORD_BYTES_AT_LEAST: usize = 256;
+const MOST_RECORDS_A_BATCH: usize = 10_000;
 
 /// The fast walk over `{"Records":[...]}`; `None` sends the whole payload to serde_json.
 fn scan_batch(text: &str) -> Option<KinesisBatch<'_>> {
@@ -171,7 +173,8 @@ fn scan_batch(text: &str) -> Option<KinesisBatch<'_>> {
         if records.is_some() {
             return None;
         }
-        let mut list = Vec::with_capacity(text.len() / RECORD_BYTES_AT_LEAST);
+        let mut list =
+            Vec::with_capacity((text.len() / RECORD_BYTES_AT_LEAST).min(MOST_RECORDS_A_BATCH));
         scanner.array(|scanner| {
             list.push(scan_record(scanner)?);
             Some(())
