@@ -112,18 +112,17 @@ async fn one_object_per_minute_and_shard_with_lines_in_sequence_order() {
     );
 }
 
-/// The `sequence_number` and `event_uuid` of each line of one object.
-fn sequences_and_ids(objects: &MemoryObjectStore, key: &str) -> Vec<(String, String)> {
-    lines(objects, key)
-        .iter()
-        .map(|l| {
-            let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
-            (
-                text(&l["source"]["sequence_number"]),
-                text(&l["event_uuid"]),
-            )
-        })
-        .collect()
+/// `sequence_number:event_uuid` of each line of one object.
+fn sequences_and_ids(objects: &MemoryObjectStore, key: &str) -> Vec<String> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    let line = |l: &serde_json::Value| {
+        format!(
+            "{}:{}",
+            text(&l["source"]["sequence_number"]),
+            text(&l["event_uuid"])
+        )
+    };
+    lines(objects, key).iter().map(line).collect()
 }
 
 /// An object holds the lines of its claimed records only, in sequence order, whatever the batch
@@ -145,10 +144,8 @@ async fn an_objects_lines_are_its_claimed_records_in_sequence_order() {
     ]);
     let (_, summary) = h.ingest.process(&in_order, Deadline::none()).await;
     assert_eq!((summary.events_written, summary.duplicates_dropped), (2, 1));
-    assert_eq!(
-        sequences_and_ids(&h.objects, &key(10)),
-        [("10".into(), uuid(6)), ("12".into(), uuid(7))]
-    );
+    let expected = [format!("10:{}", uuid(6)), format!("12:{}", uuid(7))];
+    assert_eq!(sequences_and_ids(&h.objects, &key(10)), expected);
     let mixed = batch(&[
         record(0, 25, ARRIVAL_MS, event_json(1)),
         record(0, 26, ARRIVAL_MS, event_json(3)),
@@ -158,22 +155,10 @@ async fn an_objects_lines_are_its_claimed_records_in_sequence_order() {
         record(0, 29, ARRIVAL_MS, event_json(5)),
     ]);
     let (_, summary) = h.ingest.process(&mixed, Deadline::none()).await;
-    assert_eq!(
-        (
-            summary.events_written,
-            summary.duplicates_dropped,
-            summary.records_quarantined
-        ),
-        (3, 2, 1)
-    );
-    assert_eq!(
-        sequences_and_ids(&h.objects, &key(24)),
-        [
-            ("24".into(), uuid(4)),
-            ("25".into(), uuid(1)),
-            ("29".into(), uuid(5))
-        ]
-    );
+    assert_eq!((summary.events_written, summary.duplicates_dropped), (3, 2));
+    assert_eq!(summary.records_quarantined, 1);
+    let expected = [(24, 4), (25, 1), (29, 5)].map(|(n, id)| format!("{n}:{}", uuid(id)));
+    assert_eq!(sequences_and_ids(&h.objects, &key(24)), expected);
 }
 
 #[tokio::test]
