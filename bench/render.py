@@ -17,6 +17,20 @@ mib = lambda kib: f"{kib / 1024:,.0f} MiB"
 rate = lambda x: f"{x:,.0f}"
 
 
+def ingest_table(d, ours, python, ms_decimals):
+    """Ours, the Python handler and their ratio on one payload (ours' batch time to `ms_decimals`)."""
+    row = lambda name, side, mb, ms: (f"| {name} | {rate(side['records_per_second'])} | {side['megabytes_per_second']:.{mb}f} "
+                                      f"| {side['seconds_per_batch'] * 1000:.{ms}f} |")
+    return [
+        "| | records/s | MB/s | ms per batch |",
+        "| --- | ---: | ---: | ---: |",
+        row(ours, d["ours"], 0, ms_decimals),
+        row(python, d["python_handler"], 1, 0),
+        f"| **ratio** | **{d['ratio']:.0f}×** | | |",
+        "",
+    ]
+
+
 def ingest_rounds(ingest):
     """How the two sides were timed, and how far the rounds spread (none before rounds existed)."""
     rounds = ingest.get("rounds")
@@ -41,12 +55,8 @@ def deployed_batch(d):
         f"The same, in batches of {d['ours']['records']:,} records, the event source mapping's default `batch_size` "
         "(`infra/variables.tf`), timed in the same rounds; the targets above are the 10,000-record payload's:",
         "",
-        "| | records/s | MB/s | ms per batch |",
-        "| --- | ---: | ---: | ---: |",
-        f"| ours, {d['ours']['records']:,}-record batches | {rate(d['ours']['records_per_second'])} | {d['ours']['megabytes_per_second']:.0f} | {d['ours']['seconds_per_batch'] * 1000:.2f} |",
-        f"| Python handler, {d['ours']['records']:,}-record batches | {rate(d['python_handler']['records_per_second'])} | {d['python_handler']['megabytes_per_second']:.1f} | {d['python_handler']['seconds_per_batch'] * 1000:.0f} |",
-        f"| **ratio** | **{d['ratio']:.0f}×** | | |",
-        "",
+        *ingest_table(d, f"ours, {d['ours']['records']:,}-record batches",
+                      f"Python handler, {d['ours']['records']:,}-record batches", 2),
     ]
 
 
@@ -63,12 +73,7 @@ lines = [
     f"A {i['ours']['records']:,}-record Lambda payload ({i['ours']['payload_bytes'] / 1e6:.1f} MB, ~2 % duplicate ids, ~0.5 % malformed):",
     "parse the Lambda JSON, decode, validate, transform, claim (in-memory store) and serialise staging NDJSON.",
     "",
-    "| | records/s | MB/s | ms per batch |",
-    "| --- | ---: | ---: | ---: |",
-    f"| ours (`bench ingest-cpu`) | {rate(i['ours']['records_per_second'])} | {i['ours']['megabytes_per_second']:.0f} | {i['ours']['seconds_per_batch'] * 1000:.1f} |",
-    f"| Python handler (`bench/python_handler.py`) | {rate(i['python_handler']['records_per_second'])} | {i['python_handler']['megabytes_per_second']:.1f} | {i['python_handler']['seconds_per_batch'] * 1000:.0f} |",
-    f"| **ratio** | **{i['ratio']:.0f}×** | | |",
-    "",
+    *ingest_table(i, "ours (`bench ingest-cpu`)", "Python handler (`bench/python_handler.py`)", 1),
     *ingest_rounds(i),
     *deployed_batch(r.get("ingest_cpu_deployed_batch")),
     "## Compaction of one staging day",
