@@ -52,8 +52,9 @@ taskset -c 0 "$bin/bench" ingest-cpu --records "$deployed_batch" --iterations 1 
 for round in $(seq "$rounds"); do
   taskset -c 0 "$bin/bench" ingest-cpu --iterations 20 --payload-in "$work/payload.json" >"$work/ingest-round-$round.json"
   taskset -c 0 "$py" bench/python_handler.py "$work/payload.json" 2 >"$work/python-round-$round.json"
-  # The SIMD JSON crates reading the same payload and doing nothing else (`bench read-floor`).
-  for reader in sonic-rs simd-json; do
+  # The SIMD JSON crates reading the same payload and doing nothing else (`bench read-floor`), and
+  # ingest's own readers doing the same.
+  for reader in ours sonic-rs simd-json; do
     taskset -c 0 "$bin/bench" read-floor --reader "$reader" --iterations 20 --payload-in "$work/payload.json" >"$work/floor-$reader-round-$round.json"
   done
   taskset -c 0 "$bin/bench" ingest-cpu --iterations $((200000 / deployed_batch)) --payload-in "$work/payload-deployed.json" >"$work/ingest-deployed-round-$round.json"
@@ -141,7 +142,7 @@ results = {
     "ingest_cpu": ingest_cpu(""),
     "ingest_cpu_deployed_batch": ingest_cpu("-deployed"),
     "read_floor": {reader.replace("-", "_"): median([load(f"floor-{reader}-round-{n}") for n in range(1, int(rounds) + 1)])
-                   for reader in ("sonic-rs", "simd-json")},
+                   for reader in ("ours", "sonic-rs", "simd-json")},
     "compaction": {"staging_1x": load("gen1"), "staging_10x": load("gen10"),
                    "ours_1x": c1, "ours_10x": c10, "duckdb_1x": duck, "pyarrow_1x": arrow,
                    "throughput_vs_duckdb": duck["wall_seconds"] / c1["wall_seconds"],

@@ -1,5 +1,5 @@
 //! `bench read-floor`: the payload read by a SIMD JSON crate and nothing else, as the lower bound
-//! of what a handler built on that crate could cost. Each record's envelope fields are read,
+//! of what a handler built on that crate could cost (and ingest's own readers doing the same). Each record's envelope fields are read,
 //! its data base64-decoded (with `base64-simd`, as ingest does) and its event's four fields read;
 //! nothing is checked (no UUID, timestamp or catalogue), claimed, or written. An event the crate
 //! cannot read into these borrowed fields (escapes, a wrong type) is skipped, which only makes
@@ -8,6 +8,8 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use pipeline::json_scan::Scanner;
+use pipeline::lambda_payload::{Envelope, KinesisBatch};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,6 +18,9 @@ use serde_json::json;
 pub enum Reader {
     SonicRs,
     SimdJson,
+    /// Ingest's own readers doing the same: `KinesisBatch::parse`, then the borrowed walk over
+    /// each event (`json_scan`) with the UTF-8 check that precedes it, for a like-for-like figure.
+    Ours,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +60,8 @@ struct Event<'a> {
     event_specifics: Option<IgnoredAny>,
 }
 
-/// What one record read leaves, summed so that the compiler cannot drop the reads.
+/// What one record read leaves, summed so that the compiler cannot drop the reads (and the same
+/// for every reader that read the same records).
 fn weight(record: &Record, event: Option<&Event>) -> usize {
     record.event_id.len()
         + record.kinesis.sequence_number.len()
@@ -102,6 +108,42 @@ fn read_simd(
     Ok((batch.records.len(), events, sum))
 }
 
+/// The four fields read by ingest's walk; `None` where the walk declines the event.
+fn walk_event(data: &[u8]) -> Option<(&str, &str)> {
+    let text = simdutf8::basic::from_utf8(data).ok()?;
+    let mut scanner = Scanner::new(text);
+    let (mut uuid, mut name) = (None, None);
+    scanner.object(|key, scanner| {
+        match key {
+            "event_uuid" => uuid = Some(scanner.plain_string()?),
+            "event_name" => name = Some(scanner.plain_string()?),
+            _ => drop(scanner.value()?),
+        }
+        Some(())
+    })?;
+    scanner.end()?;
+    Some((uuid?, name?))
+}
+
+fn read_ours(payload: &[u8]) -> anyhow::Result<(usize, usize, usize)> {
+    let batch = KinesisBatch::parse(payload).context("the payload")?;
+    let (mut events, mut sum) = (0, 0);
+    for envelope in &batch.records {
+        let Envelope::Record(record) = envelope else {
+            continue;
+        };
+        // As `weight` sums them: the arrival in whole seconds.
+        sum += record.event_id.len()
+            + record.sequence_number.len()
+            + (record.received_at / 1_000_000) as usize;
+        if let Some((uuid, name)) = walk_event(&record.data) {
+            events += 1;
+            sum += uuid.len() + name.len();
+        }
+    }
+    Ok((batch.records.len(), events, sum))
+}
+
 pub fn read_floor(
     reader: Reader,
     payload_in: std::path::PathBuf,
@@ -113,6 +155,7 @@ pub fn read_floor(
     let mut read = || match reader {
         Reader::SonicRs => read_sonic(&payload, &mut data),
         Reader::SimdJson => read_simd(&payload, &mut copy, &mut data),
+        Reader::Ours => read_ours(&payload),
     };
     // Warm-up, as `ingest-cpu` does.
     for _ in 0..3 {
