@@ -125,6 +125,10 @@ def ingest_cpu(kind):
     return {"ours": ours, "python_handler": python, "ours_parts": parts,
             "ratio": ours["records_per_second"] / python["records_per_second"],
             "rounds": [{"ours": o["records_per_second"], "python_handler": t["records_per_second"]} for o, t in rounds_run]}
+# Every reader of `bench read-floor` must have read the same records and fields (the same sum).
+floor_runs = [load(f"floor-{reader}-round-{n}") for reader in ("ours", "sonic-rs", "simd-json") for n in range(1, int(rounds) + 1)]
+if len({(run["records"], run["events_read"], run["weight"]) for run in floor_runs}) != 1:
+    sys.exit("bench: the readers of read-floor did not read the same records: " + json.dumps(floor_runs))
 c1, c10, duck, arrow = load("compact-1x"), load("compact-10x"), load("duckdb-1x"), load("pyarrow-1x")
 duck1, c1_one_core = load("duckdb-1x-t1"), load("compact-1x-one-core")
 many0, many_latency = load("compact-many-0ms"), load("compact-many-latency")
