@@ -61,28 +61,42 @@ struct Event<'a> {
 }
 
 /// What one record read leaves, summed so that the compiler cannot drop the reads (and the same
-/// for every reader that read the same records).
-fn weight(record: &Record, event: Option<&Event>) -> usize {
-    record.event_id.len()
-        + record.kinesis.sequence_number.len()
-        + record.kinesis.arrival as usize
-        + event.map_or(0, |e| e.event_uuid.len() + e.event_name.len())
+/// for every reader that read the same records): the record's part.
+fn weight(record: &Record) -> usize {
+    record.event_id.len() + record.kinesis.sequence_number.len() + record.kinesis.arrival as usize
 }
 
-/// One read of the whole payload: `(records, events read, weight)`.
-fn read_sonic(payload: &[u8], data: &mut Vec<u8>) -> anyhow::Result<(usize, usize, usize)> {
-    let batch: Payload = sonic_rs::from_slice(payload).context("sonic-rs: the payload")?;
+/// The event's part of [`weight`].
+fn event_weight(event: Event) -> usize {
+    event.event_uuid.len() + event.event_name.len()
+}
+
+/// Each record's data decoded into `data` and its event read by `read_event` (its weight, `None`
+/// when the crate declines it): `(records, events read, weight)`.
+fn read_records(
+    batch: &Payload,
+    data: &mut Vec<u8>,
+    mut read_event: impl FnMut(&mut [u8]) -> Option<usize>,
+) -> anyhow::Result<(usize, usize, usize)> {
     let (mut events, mut sum) = (0, 0);
     for record in &batch.records {
         data.clear();
         base64_simd::STANDARD
             .decode_append(record.kinesis.data.as_bytes(), &mut *data)
             .context("base64")?;
-        let event = sonic_rs::from_slice::<Event>(data).ok();
+        let event = read_event(data);
         events += usize::from(event.is_some());
-        sum += weight(record, event.as_ref());
+        sum += weight(record) + event.unwrap_or(0);
     }
     Ok((batch.records.len(), events, sum))
+}
+
+/// One read of the whole payload: `(records, events read, weight)`.
+fn read_sonic(payload: &[u8], data: &mut Vec<u8>) -> anyhow::Result<(usize, usize, usize)> {
+    let batch: Payload = sonic_rs::from_slice(payload).context("sonic-rs: the payload")?;
+    read_records(&batch, data, |bytes| {
+        sonic_rs::from_slice::<Event>(bytes).ok().map(event_weight)
+    })
 }
 
 /// simd-json reads in place: the payload is copied into `copy` first (ingest owns the bytes
@@ -95,17 +109,11 @@ fn read_simd(
     copy.clear();
     copy.extend_from_slice(payload);
     let batch: Payload = simd_json::serde::from_slice(copy).context("simd-json: the payload")?;
-    let (mut events, mut sum) = (0, 0);
-    for record in &batch.records {
-        data.clear();
-        base64_simd::STANDARD
-            .decode_append(record.kinesis.data.as_bytes(), &mut *data)
-            .context("base64")?;
-        let event = simd_json::serde::from_slice::<Event>(data).ok();
-        events += usize::from(event.is_some());
-        sum += weight(record, event.as_ref());
-    }
-    Ok((batch.records.len(), events, sum))
+    read_records(&batch, data, |bytes| {
+        simd_json::serde::from_slice::<Event>(bytes)
+            .ok()
+            .map(event_weight)
+    })
 }
 
 /// The four fields read by ingest's walk; `None` where the walk declines the event.
